@@ -1,0 +1,47 @@
+"""anomtune: tune, export, version and serve autoencoder anomaly detectors.
+
+Heavy parts (torch, Optuna, scikit-learn) load only when first used, so that
+``import anomtune`` stays cheap for the scoring path.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AnomtuneError",
+    "AutoencoderDetector",
+    "ConfigError",
+    "DataError",
+    "Table",
+    "TrainingError",
+    "__version__",
+    "read_table",
+    "split_rows",
+]
+
+_LAZY = {
+    "AutoencoderDetector": "anomtune.detector",
+    "Table": "anomtune.data",
+    "read_table": "anomtune.data",
+    "split_rows": "anomtune.data",
+    "AnomtuneError": "anomtune.errors",
+    "ConfigError": "anomtune.errors",
+    "DataError": "anomtune.errors",
+    "TrainingError": "anomtune.errors",
+}
+
+
+def __getattr__(name: str):
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'anomtune' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

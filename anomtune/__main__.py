@@ -1,0 +1,3 @@
+from anomtune.cli import main
+
+main()

@@ -1,0 +1,84 @@
+"""Detection metrics on the anomaly-score scale (higher = more anomalous)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from anomtune.errors import DataError
+
+__all__ = ["auc_pr", "auc_roc", "best_f1_threshold", "evaluate", "f1_at"]
+
+
+def _check(labels, scores) -> tuple[np.ndarray, np.ndarray]:
+    labels = np.asarray(labels).astype(np.int8).ravel()
+    scores = np.asarray(scores, dtype=np.float64).ravel()
+    if labels.shape != scores.shape:
+        raise DataError(f"{labels.size} labels but {scores.size} scores")
+    if not np.isfinite(scores).all():
+        raise DataError("scores contain NaN or infinite values")
+    n_pos = int(labels.sum())
+    if n_pos == 0 or n_pos == labels.size:
+        raise DataError("metrics need both anomalies and normal rows among the labels")
+    return labels, scores
+
+
+def auc_roc(labels, scores) -> float:
+    """Area under the ROC curve of ``scores`` against 0/1 ``labels``."""
+    from sklearn.metrics import roc_auc_score
+
+    return float(roc_auc_score(*_check(labels, scores)))
+
+
+def auc_pr(labels, scores) -> float:
+    """Area under the precision-recall curve (average precision)."""
+    from sklearn.metrics import average_precision_score
+
+    return float(average_precision_score(*_check(labels, scores)))
+
+
+def f1_at(labels, scores, threshold: float) -> dict:
+    """Precision, recall and F1 when rows scoring above ``threshold`` are anomalies."""
+    labels = np.asarray(labels).astype(np.int8).ravel()
+    pred = np.asarray(scores, dtype=np.float64).ravel() > threshold
+    tp = int(np.sum(pred & (labels == 1)))
+    fp = int(np.sum(pred & (labels == 0)))
+    fn = int(np.sum(~pred & (labels == 1)))
+    precision = tp / (tp + fp) if tp + fp else 0.0
+    recall = tp / (tp + fn) if tp + fn else 0.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return {"precision": precision, "recall": recall, "f1": f1, "tp": tp, "fp": fp, "fn": fn}
+
+
+def best_f1_threshold(labels, scores) -> tuple[float, float]:
+    """The threshold that maximises F1 on labeled rows, and that F1.
+
+    Candidates are the distinct scores; the returned threshold lies halfway
+    between the lowest score flagged and the next lower score, so rows
+    scoring above it are anomalies and a small shift in scores does not
+    flip the boundary rows.
+    """
+    labels, scores = _check(labels, scores)
+    order = np.argsort(-scores, kind="stable")
+    s = scores[order]
+    y = labels[order]
+    tp = np.cumsum(y)
+    fp = np.cumsum(1 - y)
+    # Only the last position of each run of equal scores is a valid cut.
+    last = np.r_[s[1:] != s[:-1], True]
+    tp, fp, idx = tp[last], fp[last], np.flatnonzero(last)
+    n_pos = labels.sum()
+    f1 = 2 * tp / (tp + fp + n_pos)
+    k = int(np.argmax(f1))
+    cut = idx[k]
+    lowest_flagged = s[cut]
+    below = s[cut + 1] if cut + 1 < len(s) else lowest_flagged - max(abs(lowest_flagged), 1.0)
+    return float((lowest_flagged + below) / 2.0), float(f1[k])
+
+
+def evaluate(labels, scores, threshold: float | None = None) -> dict:
+    """AUC-ROC, AUC-PR and, with a threshold, precision/recall/F1 at it."""
+    out = {"auc_roc": auc_roc(labels, scores), "auc_pr": auc_pr(labels, scores)}
+    if threshold is not None:
+        at = f1_at(labels, scores, threshold)
+        out.update(f1=at["f1"], precision=at["precision"], recall=at["recall"])
+    return out

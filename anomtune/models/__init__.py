@@ -1,0 +1,14 @@
+"""Torch modules: the MLP autoencoder, the VAE, and the blocks around them."""
+
+from anomtune.models.autoencoder import MLPAutoencoder
+from anomtune.models.blocks import ACTIVATIONS, Affine, EncodeColumns, ReconstructionScorer
+from anomtune.models.vae import VariationalAutoencoder
+
+__all__ = [
+    "ACTIVATIONS",
+    "Affine",
+    "EncodeColumns",
+    "MLPAutoencoder",
+    "ReconstructionScorer",
+    "VariationalAutoencoder",
+]

@@ -1,0 +1,98 @@
+"""One labeled table to a fitted, thresholded, evaluated detector.
+
+Shared by ``anomtune fit``, every tuning trial and the refit of the best
+trial, so that all of them prepare data, train and evaluate the same way.
+"""
+
+from __future__ import annotations
+
+import difflib
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from anomtune.data import Split, Table, split_rows, training_rows
+from anomtune.detector import AutoencoderDetector
+from anomtune.errors import ConfigError
+from anomtune.metrics import best_f1_threshold, evaluate
+from anomtune.preprocess import Preprocessor
+
+__all__ = ["Prepared", "check_param_names", "fit_detector", "prepare", "report"]
+
+
+@dataclass
+class Prepared:
+    """A table encoded once: the matrix of all rows, labels and the split."""
+
+    table: Table
+    preprocessor: Preprocessor
+    X: np.ndarray
+    y: np.ndarray
+    split: Split
+    train: np.ndarray
+    train_on: str
+
+    def rows(self, part: str) -> tuple[np.ndarray, np.ndarray]:
+        idx = {"train": self.train, "val": self.split.val, "test": self.split.test}[part]
+        return self.X[idx], self.y[idx]
+
+
+def prepare(
+    table: Table,
+    *,
+    seed: int = 0,
+    train_on: str = "normal",
+    val_size: float = 0.2,
+    test_size: float = 0.2,
+    max_categories: int = 50,
+) -> Prepared:
+    """Split ``table``, fit the column encoder on the training rows, encode all rows."""
+    split = split_rows(table.labels, seed=seed, val_size=val_size, test_size=test_size)
+    train = training_rows(split.train, table.labels, train_on)
+    pre = Preprocessor(table.schema, max_categories=max_categories)
+    pre.fit(table.features.iloc[train])
+    X = pre.transform(table.features)
+    return Prepared(table, pre, X, np.asarray(table.labels), split, train, train_on)
+
+
+def fit_detector(
+    prepared: Prepared, params: dict, *, seed: int, epoch_callback=None
+) -> AutoencoderDetector:
+    """Fit a detector with ``params`` on the training rows and set its threshold
+    to the one that maximises F1 on the validation rows."""
+    check_param_names(params)
+    detector = AutoencoderDetector(**params, random_state=seed)
+    X_train, _ = prepared.rows("train")
+    detector.fit(X_train, epoch_callback=epoch_callback)
+    X_val, y_val = prepared.rows("val")
+    scores = detector.anomaly_score(X_val)
+    if np.isfinite(scores).all():
+        threshold, _ = best_f1_threshold(y_val, scores)
+        detector.set_threshold(threshold, rule="maximises F1 on the validation split")
+    return detector
+
+
+def check_param_names(params: dict) -> None:
+    """Reject detector parameters that do not exist, suggesting the closest name."""
+    known = set(AutoencoderDetector().get_params()) - {"random_state"}
+    for name in params:
+        if name not in known:
+            close = difflib.get_close_matches(name, sorted(known), n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise ConfigError(f"unknown detector parameter {name!r}{hint}")
+
+
+def report(detector: AutoencoderDetector, prepared: Prepared, parts=("val", "test")) -> dict:
+    """Metrics of ``detector`` on the given parts, at its threshold."""
+    out = {}
+    for part in parts:
+        X, y = prepared.rows(part)
+        start = time.perf_counter()
+        scores = detector.anomaly_score(X)
+        elapsed = time.perf_counter() - start
+        metrics = evaluate(y, scores, detector.threshold_)
+        metrics["rows"] = len(y)
+        metrics["score_seconds"] = round(elapsed, 6)
+        out[part] = metrics
+    return out

@@ -1,0 +1,202 @@
+"""Turn table columns into the numeric matrix an autoencoder reads.
+
+Two steps, both fitted on training rows only and both available as torch
+modules so that export can put them inside the model graph:
+
+- :class:`Preprocessor`: impute numeric columns with the training median and
+  one-hot encode categorical columns with the training vocabulary (the most
+  frequent ``max_categories`` values; rarer and unseen values, and missing
+  ones, encode as all zeros).
+- :class:`Scaler`: standard, robust or min-max scaling of that matrix.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from anomtune.data import CATEGORICAL, NUMERIC, Column, Schema
+from anomtune.errors import ConfigError, DataError
+
+__all__ = ["SCALERS", "Preprocessor", "Scaler"]
+
+SCALERS = ("standard", "robust", "minmax", "none")
+
+
+class Preprocessor:
+    """Impute and one-hot encode the feature columns of a table.
+
+    Parameters
+    ----------
+    schema : Schema
+        The columns to encode, in order.
+    max_categories : int
+        The largest vocabulary kept per categorical column.
+    """
+
+    def __init__(self, schema: Schema, *, max_categories: int = 50):
+        self.schema = schema
+        self.max_categories = max_categories
+
+    def fit(self, frame: pd.DataFrame) -> Preprocessor:
+        if self.max_categories < 1:
+            raise ConfigError(f"max_categories must be at least 1, not {self.max_categories}")
+        self._check_columns(frame)
+        medians = {}
+        columns = []
+        for col in self.schema.columns:
+            if col.kind == NUMERIC:
+                values = frame[col.name].to_numpy(dtype="float64", na_value=np.nan)
+                finite = values[~np.isnan(values)]
+                medians[col.name] = float(np.median(finite)) if finite.size else 0.0
+                columns.append(Column(col.name, NUMERIC))
+            else:
+                counts = frame[col.name].dropna().astype(str).value_counts()
+                # Most frequent first; ties broken by value so the order is reproducible.
+                ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+                vocab = tuple(v for v, _ in ranked[: self.max_categories])
+                columns.append(Column(col.name, CATEGORICAL, vocab))
+        self.medians_ = medians
+        self.schema_ = Schema(
+            tuple(columns), self.schema.label, self.schema.positive, self.schema.id_column
+        )
+        return self
+
+    def _check_columns(self, frame: pd.DataFrame) -> None:
+        missing = [c for c in self.schema.feature_names if c not in frame.columns]
+        if missing:
+            raise DataError(f"missing feature column(s): {', '.join(map(repr, missing))}")
+
+    @property
+    def output_names(self) -> list[str]:
+        """Names of the encoded columns: numeric names, then ``column=value``."""
+        names = []
+        for col in self.schema_.columns:
+            if col.kind == NUMERIC:
+                names.append(col.name)
+            else:
+                names.extend(f"{col.name}={v}" for v in col.categories)
+        return names
+
+    @property
+    def output_groups(self) -> np.ndarray:
+        """For each encoded column, the position of the table column it came from."""
+        groups = []
+        for i, col in enumerate(self.schema_.columns):
+            groups.extend([i] * (1 if col.kind == NUMERIC else len(col.categories)))
+        return np.asarray(groups, dtype=np.int64)
+
+    def split_inputs(self, frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+        """The raw numeric block (float32, NaN kept) and categorical codes (-1 unknown)."""
+        self._check_columns(frame)
+        schema = self.schema_
+        numeric = np.empty((len(frame), len(schema.numeric)), dtype=np.float32)
+        for j, name in enumerate(schema.numeric):
+            numeric[:, j] = frame[name].to_numpy(dtype="float64", na_value=np.nan)
+        codes = np.full((len(frame), len(schema.categorical)), -1, dtype=np.int64)
+        cats = [c for c in schema.columns if c.kind == CATEGORICAL]
+        for j, col in enumerate(cats):
+            lookup = {v: k for k, v in enumerate(col.categories)}
+            values = frame[col.name]
+            codes[:, j] = [
+                -1
+                if v is None or (isinstance(v, float) and np.isnan(v))
+                else lookup.get(str(v), -1)
+                for v in values.astype("object").where(values.notna(), None)
+            ]
+        return numeric, codes
+
+    def transform(self, frame: pd.DataFrame) -> np.ndarray:
+        """Encode ``frame`` into a float32 matrix with ``len(output_names)`` columns."""
+        numeric, codes = self.split_inputs(frame)
+        medians = np.asarray([self.medians_[n] for n in self.schema_.numeric], dtype=np.float32)
+        numeric = np.where(np.isnan(numeric), medians, numeric)
+        blocks = []
+        n_num = n_cat = 0
+        for col in self.schema_.columns:
+            if col.kind == NUMERIC:
+                blocks.append(numeric[:, n_num : n_num + 1])
+                n_num += 1
+            else:
+                blocks.append(
+                    (codes[:, n_cat : n_cat + 1] == np.arange(len(col.categories))).astype(
+                        np.float32
+                    )
+                )
+                n_cat += 1
+        return np.concatenate(blocks, axis=1).astype(np.float32, copy=False)
+
+    def fit_transform(self, frame: pd.DataFrame) -> np.ndarray:
+        return self.fit(frame).transform(frame)
+
+    def to_dict(self) -> dict:
+        return {
+            "schema": self.schema_.to_dict(),
+            "medians": self.medians_,
+            "max_categories": self.max_categories,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Preprocessor:
+        schema = Schema.from_dict(data["schema"])
+        obj = cls(schema, max_categories=data["max_categories"])
+        obj.schema_ = schema
+        obj.medians_ = {k: float(v) for k, v in data["medians"].items()}
+        return obj
+
+    def as_module(self):
+        """A torch module: ``(numeric float32 with NaN, int64 codes) -> encoded matrix``."""
+        import torch
+
+        from anomtune.models.blocks import EncodeColumns
+
+        medians = [self.medians_[n] for n in self.schema_.numeric]
+        # 0 marks a numeric column; a positive number is a vocabulary size.
+        layout = [0 if c.kind == NUMERIC else len(c.categories) for c in self.schema_.columns]
+        return EncodeColumns(torch.tensor(medians, dtype=torch.float32), layout)
+
+
+class Scaler:
+    """Column scaling fitted on training rows.
+
+    ``standard`` subtracts the mean and divides by the standard deviation,
+    ``robust`` uses the median and the interquartile range, ``minmax`` maps
+    the training range to [0, 1], ``none`` leaves values as they are. A
+    constant column gets a scale of 1 so it never divides by zero.
+    """
+
+    def __init__(self, kind: str = "standard"):
+        self.kind = kind
+
+    def fit(self, X: np.ndarray) -> Scaler:
+        if self.kind not in SCALERS:
+            raise ConfigError(f"scaler must be one of {', '.join(SCALERS)}, not {self.kind!r}")
+        X = np.asarray(X, dtype=np.float64)
+        if self.kind == "standard":
+            center, scale = X.mean(axis=0), X.std(axis=0)
+        elif self.kind == "robust":
+            q1, med, q3 = np.percentile(X, [25, 50, 75], axis=0)
+            center, scale = med, q3 - q1
+        elif self.kind == "minmax":
+            lo, hi = X.min(axis=0), X.max(axis=0)
+            center, scale = lo, hi - lo
+        else:
+            center, scale = np.zeros(X.shape[1]), np.ones(X.shape[1])
+        scale = np.where(np.isfinite(scale) & (scale > 1e-12), scale, 1.0)
+        self.center_ = center.astype(np.float32)
+        self.scale_ = scale.astype(np.float32)
+        return self
+
+    def transform(self, X: np.ndarray) -> np.ndarray:
+        return ((np.asarray(X, dtype=np.float32) - self.center_) / self.scale_).astype(np.float32)
+
+    def fit_transform(self, X: np.ndarray) -> np.ndarray:
+        return self.fit(X).transform(X)
+
+    def as_module(self):
+        """A torch module computing :meth:`transform`."""
+        import torch
+
+        from anomtune.models.blocks import Affine
+
+        return Affine(torch.from_numpy(self.center_.copy()), torch.from_numpy(self.scale_.copy()))
