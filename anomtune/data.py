@@ -12,19 +12,20 @@ are allowed in feature columns and are imputed with the training median.
 
 from __future__ import annotations
 
+import codecs
 import csv
 import difflib
 import hashlib
 import io
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from anomtune.errors import DataError
+from anomtune.errors import ConfigError, DataError
 
 __all__ = [
     "Column",
@@ -48,6 +49,10 @@ _FALSE_WORDS = {"false", "no", "n", "f"}
 # A string column whose non-missing values parse as numbers this often is a
 # numeric column with junk in it, not a categorical column.
 _NUMERIC_SHARE = 0.9
+# Bytes read up front to check the header and sniff for binary content.
+_HEAD_BYTES = 65536
+# Separators worth suggesting when the header parses as a single column.
+_OTHER_SEPARATORS = (";", "\t", "|", ",")
 
 
 @dataclass(frozen=True)
@@ -178,15 +183,17 @@ def read_table(
     categorical : iterable of str
         Columns to treat as categorical even if their values look numeric.
     sep : str
-        The CSV field separator.
+        The CSV field separator: one character (``"\\t"`` or ``"tab"`` mean a tab).
 
     Returns
     -------
     Table
     """
     path = Path(path)
+    sep = _check_separator(sep)
     frame = _read_frame(path, sep)
-    return table_from_frame(
+    is_parquet = path.suffix.lower() == ".parquet"
+    return _build_table(
         frame,
         label=label,
         positive=positive,
@@ -195,7 +202,18 @@ def read_table(
         id_column=id_column,
         categorical=categorical,
         source=str(path),
+        locate=_row_locator if is_parquet else _CsvLines(path, sep),
     )
+
+
+def _check_separator(sep: str) -> str:
+    if sep in ("\\t", "tab"):
+        return "\t"
+    if not isinstance(sep, str) or len(sep) != 1:
+        raise DataError(f"the CSV field separator must be one character, not {sep!r}")
+    if sep in '"\r\n':
+        raise DataError(f"{sep!r} cannot be the CSV field separator")
+    return sep
 
 
 def _read_frame(path: Path, sep: str) -> pd.DataFrame:
@@ -209,17 +227,26 @@ def _read_frame(path: Path, sep: str) -> pd.DataFrame:
         except Exception as exc:  # pyarrow raises several unrelated types
             raise DataError(f"{path}: cannot read Parquet: {_first_line(exc)}") from exc
     try:
-        head = path.read_bytes()[:65536]
+        with path.open("rb") as fh:
+            head = fh.read(_HEAD_BYTES)
+            complete = not fh.read(1)
     except OSError as exc:
         raise DataError(f"{path}: cannot read: {exc.strerror}") from exc
     if not head.strip():
         raise DataError(f"{path}: the file is empty")
     if b"\x00" in head:
         raise DataError(f"{path}: not a text CSV file (it contains NUL bytes)")
+    # The first 64 KiB may end inside a multi-byte character; an incremental
+    # decoder keeps such a tail pending instead of calling it invalid.
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="strict")
     try:
-        header_line = head.decode("utf-8", errors="strict").splitlines()[0]
+        text = decoder.decode(head, final=complete)
     except UnicodeDecodeError as exc:
         raise DataError(f"{path}: not a UTF-8 text file") from exc
+    lines = [line for line in text.splitlines() if line.strip()]
+    header_line = lines[0]
+    if complete and len(lines) == 1:
+        raise DataError(f"{path}: the file has a header but no data rows")
     header = next(csv.reader(io.StringIO(header_line), delimiter=sep))
     dupes = sorted({h for h in header if header.count(h) > 1})
     if dupes:
@@ -243,11 +270,17 @@ def _missing_column(
 ) -> DataError:
     where = f"{source}: " if source else ""
     hint = ""
-    close = difflib.get_close_matches(name, [str(a) for a in available], n=1)
-    if close:
+    names = [str(a) for a in available]
+    same_but_case = [a for a in names if a.casefold() == str(name).casefold()]
+    close = same_but_case[:1] or difflib.get_close_matches(name, names, n=1)
+    # A header read as one column that contains a likely separator means the
+    # file uses another separator; that explains the error better than a
+    # near-miss name (which would be the whole header line).
+    other = [s for s in _OTHER_SEPARATORS if len(available) == 1 and s in str(available[0])]
+    if other:
+        hint = f"; the file seems to use {other[0]!r} as the separator (pass --sep {other[0]!r})"
+    elif close:
         hint = f"; did you mean {close[0]!r}?"
-    elif len(available) == 1 and any(s in str(available[0]) for s in ";\t|"):
-        hint = "; the file may use another separator (see --sep)"
     shown = ", ".join(repr(str(a)) for a in list(available)[:12])
     more = f" and {len(available) - 12} more" if len(available) > 12 else ""
     return DataError(f"{where}{what} {name!r} not found (columns: {shown}{more}){hint}")
@@ -264,10 +297,39 @@ def table_from_frame(
     categorical: Iterable[str] = (),
     source: str | None = None,
 ) -> Table:
-    """Build a :class:`Table` from a DataFrame; see :func:`read_table`."""
+    """Build a :class:`Table` from a DataFrame; see :func:`read_table`.
+
+    Rows are taken in order; the frame's index is not used.
+    """
+    return _build_table(
+        frame,
+        label=label,
+        positive=positive,
+        features=features,
+        exclude=exclude,
+        id_column=id_column,
+        categorical=categorical,
+        source=source,
+        locate=_row_locator,
+    )
+
+
+def _build_table(
+    frame: pd.DataFrame,
+    *,
+    label: str | None,
+    positive: object,
+    features: Sequence[str] | None,
+    exclude: Iterable[str],
+    id_column: str | None,
+    categorical: Iterable[str],
+    source: str | None,
+    locate: Callable[[int], str],
+) -> Table:
     where = f"{source}: " if source else ""
     columns = [str(c) for c in frame.columns]
-    frame = frame.set_axis(columns, axis=1)
+    # Positions, not index labels, identify rows from here on.
+    frame = frame.set_axis(columns, axis=1).reset_index(drop=True)
     if len(set(columns)) != len(columns):
         dupes = sorted({c for c in columns if columns.count(c) > 1})
         raise DataError(f"{where}duplicate column names: {', '.join(map(repr, dupes))}")
@@ -279,7 +341,7 @@ def table_from_frame(
     if label is not None:
         if label not in columns:
             raise _missing_column(label, columns, "label column", source)
-        labels, positive_text = _parse_labels(frame[label], label, positive, where)
+        labels, positive_text = _parse_labels(frame[label], label, positive, where, locate)
 
     if id_column is not None and id_column not in columns:
         raise _missing_column(id_column, columns, "id column", source)
@@ -290,6 +352,9 @@ def table_from_frame(
     reserved = {label, id_column}
     if features is not None:
         chosen = list(features)
+        twice = sorted({c for c in chosen if chosen.count(c) > 1})
+        if twice:
+            raise DataError(f"{where}feature column(s) listed twice: {', '.join(map(repr, twice))}")
         for name in chosen:
             if name not in columns:
                 raise _missing_column(name, columns, "feature column", source)
@@ -309,7 +374,7 @@ def table_from_frame(
     feats = {}
     cols = []
     for name in chosen:
-        series, kind = _type_column(frame[name], name, name in forced, where)
+        series, kind = _type_column(frame[name], name, name in forced, where, locate)
         feats[name] = series
         cols.append(Column(name, kind))
     feature_frame = pd.DataFrame(feats, index=pd.RangeIndex(len(frame)))
@@ -325,24 +390,61 @@ def table_from_frame(
     )
 
 
-def _line(position: int) -> int:
-    """CSV line number of a data row (the header is line 1)."""
-    return int(position) + 2
+def _row_locator(position: int) -> str:
+    """Where a row of a DataFrame or Parquet file is: its 1-based row number."""
+    return f"row {int(position) + 1}"
+
+
+class _CsvLines:
+    """Where a data row of a CSV file is: the line it starts on.
+
+    The file is read again only when an error needs a line number, and only
+    up to that row. Blank lines (which the CSV reader skips) and quoted
+    fields spanning several lines are counted, so the number is the one an
+    editor shows.
+    """
+
+    def __init__(self, path: Path, sep: str):
+        self.path = path
+        self.sep = sep
+
+    def __call__(self, position: int) -> str:
+        position = int(position)
+        try:
+            with self.path.open(newline="", encoding="utf-8-sig", errors="replace") as fh:
+                reader = csv.reader(fh, delimiter=self.sep)
+                end = 0
+                row_number = -1  # the header is row -1, the first data row 0
+                for row in reader:
+                    start, end = end + 1, reader.line_num
+                    if not row:
+                        continue
+                    if row_number == position:
+                        return f"line {start}"
+                    row_number += 1
+        except (OSError, csv.Error):
+            pass
+        return f"data row {position + 1}"
 
 
 def _parse_labels(
-    values: pd.Series, name: str, positive: object, where: str
+    values: pd.Series, name: str, positive: object, where: str, locate: Callable[[int], str]
 ) -> tuple[np.ndarray, str]:
     missing = values.isna().to_numpy()
     if missing.any():
         raise DataError(
-            f"{where}label column {name!r} has a missing value at line "
-            f"{_line(np.flatnonzero(missing)[0])}"
+            f"{where}label column {name!r} has a missing value at "
+            f"{locate(np.flatnonzero(missing)[0])}"
         )
     text = values.map(_label_text)
     found = sorted(text.unique().tolist())
     if positive is not None:
         want = _label_text(positive)
+        if want not in found:
+            # "1.0" on the command line names the label 1 of a numeric column.
+            number = pd.to_numeric(pd.Series([want]), errors="coerce").iloc[0]
+            if pd.notna(number) and _label_text(float(number)) in found:
+                want = _label_text(float(number))
         if want not in found:
             raise DataError(
                 f"{where}positive label {want!r} does not occur in column {name!r} "
@@ -359,7 +461,8 @@ def _parse_labels(
             f"{where}cannot tell which value of label column {name!r} marks an anomaly "
             f"(values found: {_show_values(found)}); pass the anomaly value with --positive"
         )
-    return (text == want).to_numpy().astype(np.int8), want
+    # Words match in any letter case: "Yes" and "yes" are the same label.
+    return (text.str.lower() == want.lower()).to_numpy().astype(np.int8), want
 
 
 def _label_text(value: object) -> str:
@@ -375,7 +478,13 @@ def _show_values(values: Sequence[str], limit: int = 8) -> str:
     return shown + (f" and {len(values) - limit} more" if len(values) > limit else "")
 
 
-def _type_column(series: pd.Series, name: str, force_categorical: bool, where: str):
+def _type_column(
+    series: pd.Series,
+    name: str,
+    force_categorical: bool,
+    where: str,
+    locate: Callable[[int], str],
+):
     if series.isna().all():
         raise DataError(
             f"{where}column {name!r} has no values (all missing); leave it out with --exclude"
@@ -386,7 +495,7 @@ def _type_column(series: pd.Series, name: str, force_categorical: bool, where: s
         return series.astype("float64"), NUMERIC
     if pd.api.types.is_numeric_dtype(series):
         values = series.astype("float64")
-        _reject_infinite(values, name, where)
+        _reject_infinite(values, name, where, locate)
         return values, NUMERIC
     text = series.astype("string")
     parsed = pd.to_numeric(text.str.strip(), errors="coerce")
@@ -395,13 +504,13 @@ def _type_column(series: pd.Series, name: str, force_categorical: bool, where: s
     bad = present & parsed.isna()
     if n_present and not bad.any():
         values = parsed.astype("float64")
-        _reject_infinite(values, name, where)
+        _reject_infinite(values, name, where, locate)
         return values, NUMERIC
     if n_present and (n_present - int(bad.sum())) / n_present >= _NUMERIC_SHARE:
         pos = int(np.flatnonzero(bad.to_numpy())[0])
         raise DataError(
             f"{where}column {name!r} is numeric but has the non-numeric value "
-            f"{str(text.iloc[pos])!r} at line {_line(pos)}"
+            f"{str(text.iloc[pos])!r} at {locate(pos)}"
         )
     return _as_category_text(series), CATEGORICAL
 
@@ -411,13 +520,15 @@ def _as_category_text(series: pd.Series) -> pd.Series:
     return out.map(lambda v: None if v is None else _label_text(v)).astype("object")
 
 
-def _reject_infinite(values: pd.Series, name: str, where: str) -> None:
+def _reject_infinite(
+    values: pd.Series, name: str, where: str, locate: Callable[[int], str]
+) -> None:
     arr = values.to_numpy(dtype="float64", na_value=np.nan)
     inf = np.isinf(arr)
     if inf.any():
         pos = int(np.flatnonzero(inf)[0])
         raise DataError(
-            f"{where}column {name!r} has an infinite value at line {_line(pos)}; "
+            f"{where}column {name!r} has an infinite value at {locate(pos)}; "
             "anomtune does not guess what it means: fix it or leave the cell empty"
         )
 
@@ -489,14 +600,17 @@ def split_rows(
             f"val_size and test_size must be in (0, 1) and sum below 1 "
             f"(got {val_size} and {test_size})"
         )
+    if not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**32:
+        raise ConfigError(f"the split seed must be an integer in [0, 2**32 - 1], not {seed!r}")
     _require_both_classes(labels)
     n_pos = int(labels.sum())
     n_neg = len(labels) - n_pos
+    too_few = (
+        f"too few rows to split: {n_pos} anomalies and {n_neg} normal rows; "
+        "the validation and test parts each need anomalies and normal rows"
+    )
     if min(n_pos, n_neg) < 3:
-        raise DataError(
-            f"too few rows to split: {n_pos} anomalies and {n_neg} normal rows; "
-            "each of train, validation and test needs at least one of each"
-        )
+        raise DataError(too_few)
     positions = np.arange(len(labels))
     second = round(val_size / (1.0 - test_size), 12)
     try:
@@ -507,7 +621,18 @@ def split_rows(
             rest, test_size=second, stratify=labels[rest], random_state=seed
         )
     except ValueError as exc:
-        raise DataError(f"cannot split {len(labels)} rows: {_first_line(exc)}") from exc
+        raise DataError(f"{too_few} ({_first_line(exc)})") from exc
+    # Rounding can leave a small part with one class only; every metric and
+    # the threshold would then be undefined, so say so here.
+    for part, rows in (("validation", val), ("test", test)):
+        n_part_pos = int(labels[rows].sum())
+        if n_part_pos in (0, len(rows)):
+            raise DataError(
+                f"{too_few}; with seed {seed} the {part} part gets "
+                f"{n_part_pos} anomalies out of {len(rows)} rows"
+            )
+    if int(labels[train].sum()) == len(train):
+        raise DataError(f"{too_few}; with seed {seed} the training part has no normal rows")
     return Split(train=train, val=val, test=test, seed=seed, val_size=val_size, test_size=test_size)
 
 

@@ -9,11 +9,18 @@ from anomtune.errors import DataError
 __all__ = ["auc_pr", "auc_roc", "best_f1_threshold", "evaluate", "f1_at"]
 
 
-def _check(labels, scores) -> tuple[np.ndarray, np.ndarray]:
-    labels = np.asarray(labels).astype(np.int8).ravel()
+def _pair(labels, scores) -> tuple[np.ndarray, np.ndarray]:
+    raw = np.asarray(labels).ravel()
     scores = np.asarray(scores, dtype=np.float64).ravel()
-    if labels.shape != scores.shape:
-        raise DataError(f"{labels.size} labels but {scores.size} scores")
+    if raw.shape != scores.shape:
+        raise DataError(f"{raw.size} labels but {scores.size} scores")
+    if raw.size and not np.isin(raw, (0, 1)).all():
+        raise DataError("labels must be 0 (normal) or 1 (anomaly)")
+    return raw.astype(np.int8), scores
+
+
+def _check(labels, scores) -> tuple[np.ndarray, np.ndarray]:
+    labels, scores = _pair(labels, scores)
     if not np.isfinite(scores).all():
         raise DataError("scores contain NaN or infinite values")
     n_pos = int(labels.sum())
@@ -38,8 +45,8 @@ def auc_pr(labels, scores) -> float:
 
 def f1_at(labels, scores, threshold: float) -> dict:
     """Precision, recall and F1 when rows scoring above ``threshold`` are anomalies."""
-    labels = np.asarray(labels).astype(np.int8).ravel()
-    pred = np.asarray(scores, dtype=np.float64).ravel() > threshold
+    labels, scores = _pair(labels, scores)
+    pred = scores > threshold
     tp = int(np.sum(pred & (labels == 1)))
     fp = int(np.sum(pred & (labels == 0)))
     fn = int(np.sum(~pred & (labels == 1)))
@@ -55,7 +62,8 @@ def best_f1_threshold(labels, scores) -> tuple[float, float]:
     Candidates are the distinct scores; the returned threshold lies halfway
     between the lowest score flagged and the next lower score, so rows
     scoring above it are anomalies and a small shift in scores does not
-    flip the boundary rows.
+    flip the boundary rows. ``f1_at(labels, scores, threshold)`` gives
+    exactly the returned F1.
     """
     labels, scores = _check(labels, scores)
     order = np.argsort(-scores, kind="stable")
@@ -72,7 +80,13 @@ def best_f1_threshold(labels, scores) -> tuple[float, float]:
     cut = idx[k]
     lowest_flagged = s[cut]
     below = s[cut + 1] if cut + 1 < len(s) else lowest_flagged - max(abs(lowest_flagged), 1.0)
-    return float((lowest_flagged + below) / 2.0), float(f1[k])
+    # Halving first cannot overflow; between two adjacent floats the midpoint
+    # rounds onto one of them, and only ``below`` keeps "score > threshold"
+    # flagging exactly the chosen rows.
+    threshold = lowest_flagged / 2.0 + below / 2.0
+    if not below <= threshold < lowest_flagged:
+        threshold = below
+    return float(threshold), float(f1[k])
 
 
 def evaluate(labels, scores, threshold: float | None = None) -> dict:

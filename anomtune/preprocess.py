@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from anomtune.data import CATEGORICAL, NUMERIC, Column, Schema
+from anomtune.data import CATEGORICAL, NUMERIC, Column, Schema, _label_text
 from anomtune.errors import ConfigError, DataError
 
 __all__ = ["SCALERS", "Preprocessor", "Scaler"]
@@ -51,10 +51,17 @@ class Preprocessor:
                 medians[col.name] = float(np.median(finite)) if finite.size else 0.0
                 columns.append(Column(col.name, NUMERIC))
             else:
-                counts = frame[col.name].dropna().astype(str).value_counts()
+                counts = frame[col.name].dropna().map(_label_text).value_counts()
                 # Most frequent first; ties broken by value so the order is reproducible.
                 ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
                 vocab = tuple(v for v, _ in ranked[: self.max_categories])
+                if not vocab:
+                    # An empty vocabulary would encode to no columns at all,
+                    # which the torch module cannot tell from a numeric column.
+                    raise DataError(
+                        f"categorical column {col.name!r} has no values in the training "
+                        "rows; leave it out with --exclude"
+                    )
                 columns.append(Column(col.name, CATEGORICAL, vocab))
         self.medians_ = medians
         self.schema_ = Schema(
@@ -92,16 +99,21 @@ class Preprocessor:
         schema = self.schema_
         numeric = np.empty((len(frame), len(schema.numeric)), dtype=np.float32)
         for j, name in enumerate(schema.numeric):
-            numeric[:, j] = frame[name].to_numpy(dtype="float64", na_value=np.nan)
+            try:
+                numeric[:, j] = frame[name].to_numpy(dtype="float64", na_value=np.nan)
+            except (TypeError, ValueError) as exc:
+                raise DataError(f"numeric column {name!r} has non-numeric values") from exc
         codes = np.full((len(frame), len(schema.categorical)), -1, dtype=np.int64)
         cats = [c for c in schema.columns if c.kind == CATEGORICAL]
         for j, col in enumerate(cats):
             lookup = {v: k for k, v in enumerate(col.categories)}
             values = frame[col.name]
+            # The same text form as in fit, so a category read as 1.0 here
+            # and as "1" in training is the same category.
             codes[:, j] = [
                 -1
                 if v is None or (isinstance(v, float) and np.isnan(v))
-                else lookup.get(str(v), -1)
+                else lookup.get(_label_text(v), -1)
                 for v in values.astype("object").where(values.notna(), None)
             ]
         return numeric, codes
@@ -172,6 +184,10 @@ class Scaler:
         if self.kind not in SCALERS:
             raise ConfigError(f"scaler must be one of {', '.join(SCALERS)}, not {self.kind!r}")
         X = np.asarray(X, dtype=np.float64)
+        if X.ndim != 2 or X.shape[0] == 0:
+            raise DataError(f"the scaler needs a 2-d matrix with rows, not shape {X.shape}")
+        if not np.isfinite(X).all():
+            raise DataError("the scaler's training rows contain NaN or infinite values")
         if self.kind == "standard":
             center, scale = X.mean(axis=0), X.std(axis=0)
         elif self.kind == "robust":

@@ -13,7 +13,13 @@ __all__ = ["fit_command"]
 
 @click.command("fit")
 @data_options
-@click.option("--seed", type=int, default=0, show_default=True, help="Split and training seed.")
+@click.option(
+    "--seed",
+    type=click.IntRange(0, 2**32 - 1),
+    default=0,
+    show_default=True,
+    help="Split and training seed.",
+)
 @click.option(
     "--train-on",
     type=click.Choice(["normal", "all"]),

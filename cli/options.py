@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable
 
 import click
@@ -10,10 +11,11 @@ import click
 from anomtune.data import Table, read_table
 from anomtune.errors import ConfigError
 
-__all__ = ["data_options", "load_table", "parse_params", "print_json"]
+__all__ = ["data_options", "load_table", "parse_params", "print_json", "split_names"]
 
 
-def _split_names(value: tuple[str, ...]) -> list[str]:
+def split_names(value: tuple[str, ...]) -> list[str]:
+    """Column names from repeated and/or comma-separated option values."""
     return [name.strip() for item in value for name in item.split(",") if name.strip()]
 
 
@@ -47,7 +49,12 @@ def data_options(func: Callable) -> Callable:
             metavar="COLS",
             help="Columns to one-hot encode even if they look numeric.",
         ),
-        click.option("--sep", default=",", show_default=True, help="CSV field separator."),
+        click.option(
+            "--sep",
+            default=",",
+            show_default=True,
+            help="CSV field separator (one character; '\\t' or 'tab' for a tab).",
+        ),
     ]
     for option in reversed(options):
         func = option(func)
@@ -68,30 +75,55 @@ def load_table(
         data,
         label=label,
         positive=positive,
-        features=_split_names(features) or None,
-        exclude=_split_names(exclude),
+        features=split_names(features) or None,
+        exclude=split_names(exclude),
         id_column=id_column,
-        categorical=_split_names(categorical),
+        categorical=split_names(categorical),
         sep=sep,
     )
 
 
+# Python spellings people type for JSON's true/false/null.
+_PYTHON_WORDS = {"True": True, "False": False, "None": None}
+
+
 def parse_params(items: tuple[str, ...]) -> dict:
-    """``key=value`` pairs; values are read as JSON when they parse, else as text."""
+    """``key=value`` pairs; values are read as JSON when they parse, else as text.
+
+    ``True``, ``False`` and ``None`` are read like JSON's ``true``, ``false``
+    and ``null``.
+    """
     params = {}
     for item in items:
         key, sep, raw = item.partition("=")
         if not sep or not key.strip():
             raise ConfigError(f"--param takes KEY=VALUE, not {item!r}")
+        if key.strip() in params:
+            raise ConfigError(f"--param {key.strip()} is given more than once")
         try:
             value = json.loads(raw)
         except json.JSONDecodeError:
-            value = raw
+            value = _PYTHON_WORDS.get(raw.strip(), raw)
         if isinstance(value, list):
             value = tuple(value)
         params[key.strip()] = value
     return params
 
 
+def _finite_or_none(value: object) -> object:
+    """JSON has no NaN or infinity: write them as null. NumPy scalars become numbers."""
+    if hasattr(value, "item") and getattr(value, "shape", None) == ():
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite_or_none(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite_or_none(v) for v in value]
+    return value
+
+
 def print_json(payload: object) -> None:
-    click.echo(json.dumps(payload, indent=2, sort_keys=True, default=str))
+    """Print ``payload`` as standard JSON (non-finite numbers become null)."""
+    text = json.dumps(_finite_or_none(payload), indent=2, sort_keys=True, default=str)
+    click.echo(text)
