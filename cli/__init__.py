@@ -14,6 +14,8 @@ import click
 
 from anomtune import __version__
 from anomtune.cli.fit import fit_command
+from anomtune.cli.space import space_command
+from anomtune.cli.tune import tune_command
 from anomtune.errors import AnomtuneError
 
 __all__ = ["cli", "main"]
@@ -30,7 +32,7 @@ def cli(ctx: click.Context, debug: bool) -> None:
 
     \b
     Quick start:
-      anomtune fit datasets/cardio.csv --label is_anomaly
+      anomtune tune datasets/cardio.csv --label is_anomaly --trials 30
     """
     ctx.ensure_object(dict)
     ctx.obj["debug"] = debug
@@ -38,9 +40,14 @@ def cli(ctx: click.Context, debug: bool) -> None:
         level=logging.DEBUG if debug else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
     )
+    # Failed and pruned trials are recorded in the study and trials.csv; Optuna's
+    # own per-trial warnings (with tracebacks) only show with --debug.
+    logging.getLogger("optuna").setLevel(logging.DEBUG if debug else logging.ERROR)
 
 
 cli.add_command(fit_command)
+cli.add_command(tune_command)
+cli.add_command(space_command)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -48,7 +55,7 @@ def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
     debug = "--debug" in args
     try:
-        cli.main(args=args, prog_name="anomtune", standalone_mode=False)
+        code = cli.main(args=args, prog_name="anomtune", standalone_mode=False)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
     except click.exceptions.Abort:
@@ -68,4 +75,4 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         click.echo("anomtune: interrupted", err=True)
         sys.exit(130)
-    sys.exit(0)
+    sys.exit(code if isinstance(code, int) else 0)

@@ -1,0 +1,79 @@
+"""``anomtune space``: print the default search space, or a refined one."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+__all__ = ["space_command"]
+
+
+@click.command("space")
+@click.option(
+    "--data",
+    "data_path",
+    type=click.Path(dir_okay=False),
+    help="Size widths and the bottleneck to this CSV's columns.",
+)
+@click.option("--label", metavar="COLUMN", help="With --data: the label column, not a feature.")
+@click.option(
+    "--features",
+    "n_features",
+    type=int,
+    default=32,
+    show_default=True,
+    help="Number of encoded features to size the space for, without --data.",
+)
+@click.option(
+    "--refine",
+    "run_dir",
+    type=click.Path(file_okay=False),
+    help="Narrow the space of a finished run around its best quarter of trials.",
+)
+@click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write here, not stdout.")
+def space_command(data_path, label, n_features, run_dir, output):
+    """Print a search space as an editable TOML file for 'anomtune tune --space'.
+
+    Without --refine it is the default space (every variant with its own
+    parameters). With --refine RUN_DIR it is that run's space narrowed to
+    what its top quarter of completed trials used: ranges shrink to the
+    values those trials took, and choices none of them took are dropped.
+
+    \b
+    Examples:
+      anomtune space --data datasets/cardio.csv --label is_anomaly > space.toml
+      anomtune space --refine runs/cardio -o finer.toml
+      anomtune tune datasets/cardio.csv --label is_anomaly --space finer.toml --study cardio-2
+    """
+    from anomtune.errors import ConfigError
+    from anomtune.space import default_space, load_space, narrow
+    from anomtune.tuning import SPACE_HEADER, refine_trials
+
+    if run_dir is not None:
+        folder = Path(run_dir)
+        if not (folder / "space.toml").exists():
+            raise ConfigError(f"{folder}: not a run folder (no space.toml)")
+        space = load_space(folder / "space.toml")
+        summary = json.loads((folder / "summary.json").read_text())
+        maximize = summary["study"]["directions"][0] == "maximize"
+        best = refine_trials(folder / "trials.csv", space, maximize=maximize)
+        space = narrow(space, best)
+        header = SPACE_HEADER + f"# Refined from {folder} around its {len(best)} best trials.\n"
+    else:
+        if data_path is not None:
+            from anomtune.data import read_table
+            from anomtune.preprocess import Preprocessor
+
+            table = read_table(data_path, label=label)
+            n_features = len(Preprocessor(table.schema).fit(table.features).output_names)
+        if n_features < 1:
+            raise ConfigError(f"--features must be at least 1, not {n_features}")
+        space = default_space(n_features)
+        header = SPACE_HEADER + f"# Sized for {n_features} encoded features.\n"
+    text = space.to_toml(header)
+    if output:
+        Path(output).write_text(text)
+    else:
+        click.echo(text, nl=False)

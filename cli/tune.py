@@ -1,0 +1,267 @@
+"""``anomtune tune``: search autoencoders with Optuna against labeled validation data."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from anomtune.cli.options import data_options, print_json, split_names
+
+__all__ = ["tune_command"]
+
+
+def _enqueue_sources(values: tuple[str, ...]) -> list[dict]:
+    """Parameters from a run folder (its best trial) or a JSON file (a dict or a list)."""
+    from anomtune.errors import ConfigError
+
+    out: list[dict] = []
+    for value in values:
+        path = Path(value)
+        if path.is_dir():
+            path = path / "summary.json"
+        try:
+            doc = json.loads(path.read_text())
+        except FileNotFoundError as exc:
+            raise ConfigError(f"--enqueue {value}: no such file or run folder") from exc
+        except (OSError, json.JSONDecodeError) as exc:
+            raise ConfigError(f"--enqueue {value}: not a readable JSON file: {exc}") from exc
+        if isinstance(doc, dict) and "best" in doc:
+            best = doc["best"] or {}
+            doc = best.get("tuned_params") or best.get("params")
+            if not doc:
+                raise ConfigError(f"--enqueue {value}: the run has no best trial")
+        items = doc if isinstance(doc, list) else [doc]
+        if not all(isinstance(i, dict) for i in items):
+            raise ConfigError(f"--enqueue {value}: expected an object of parameters or a list")
+        out.extend(items)
+    return out
+
+
+class _ProgressLine:
+    """One status line on stderr, redrawn in place on a terminal."""
+
+    def __init__(self, quiet: bool):
+        self.quiet = quiet
+        self.tty = sys.stderr.isatty()
+        self.last_done = -1
+
+    def __call__(self, snap: dict) -> None:
+        if self.quiet or snap["done"] == self.last_done:
+            return
+        self.last_done = snap["done"]
+        done, total, elapsed = snap["done"], snap["total"], snap["elapsed"]
+        eta = elapsed / done * (total - done) if done else None
+        best = f"{snap['best']:.4f}" if snap["best"] is not None else "-"
+        width = 20
+        filled = int(width * done / total) if total else width
+        bar = "#" * filled + "-" * (width - filled)
+        line = (
+            f"[{bar}] trial {done}/{total}  best {best}  pruned {snap['pruned']}  "
+            f"failed {snap['failed']}  elapsed {_clock(elapsed)}  "
+            f"left {_clock(eta) if eta is not None else '?'}"
+        )
+        if self.tty:
+            click.echo("\r" + line, nl=done >= total, err=True)
+        else:
+            click.echo(line, err=True)
+
+    def close(self) -> None:
+        if self.tty and not self.quiet and self.last_done >= 0:
+            click.echo("", err=True)
+
+
+def _clock(seconds: float) -> str:
+    seconds = round(seconds)
+    return f"{seconds // 60}:{seconds % 60:02d}"
+
+
+@click.command("tune")
+@data_options
+@click.option(
+    "--metric",
+    type=click.Choice(["auc-roc", "auc-pr", "f1"]),
+    default="auc-roc",
+    show_default=True,
+    help="Validation metric to maximise (F1 at its best threshold).",
+)
+@click.option(
+    "--objectives",
+    metavar="METRIC,COST",
+    help="Two objectives for a Pareto front, e.g. auc-pr,latency or auc-roc,size.",
+)
+@click.option(
+    "--tolerance",
+    type=float,
+    default=0.005,
+    show_default=True,
+    help="With --objectives: the cheapest trial within this much of the best metric wins.",
+)
+@click.option(
+    "--sampler",
+    type=click.Choice(["tpe", "random", "grid", "gp", "cmaes", "qmc"]),
+    default="tpe",
+    show_default=True,
+    help="Search strategy: TPE, random, grid, Gaussian-process BO, CMA-ES or quasi-Monte Carlo.",
+)
+@click.option(
+    "--pruner",
+    type=click.Choice(["median", "sha", "hyperband", "none"]),
+    default="median",
+    show_default=True,
+    help="Stop weak trials early: median, successive halving, Hyperband or none.",
+)
+@click.option("--trials", type=int, default=30, show_default=True, help="Trials to add.")
+@click.option("--timeout", type=float, help="Stop starting new trials after this many seconds.")
+@click.option(
+    "--seed", type=int, default=0, show_default=True, help="Seed of the split and the sampler."
+)
+@click.option(
+    "--workers", type=int, default=1, show_default=True, help="Worker processes sharing the study."
+)
+@click.option("--cv", type=int, help="Select with K-fold cross-validation on train+validation.")
+@click.option(
+    "--train-on",
+    type=click.Choice(["normal", "all"]),
+    default="normal",
+    show_default=True,
+    help="Train on the normal training rows, or on all of them.",
+)
+@click.option(
+    "--space",
+    "space_file",
+    type=click.Path(dir_okay=False),
+    help="TOML file overriding the search space (see 'anomtune space').",
+)
+@click.option(
+    "--enqueue",
+    multiple=True,
+    metavar="RUN_DIR|FILE",
+    help="Try these parameters first: a run folder's best trial or a JSON file.",
+)
+@click.option("--study", help="Study name (default: the data file's name). Reusing it resumes.")
+@click.option(
+    "--storage",
+    help="Optuna storage: a journal file path or a database URL (default: .anomtune/).",
+)
+@click.option(
+    "--workspace",
+    default=".anomtune",
+    show_default=True,
+    help="Folder for the default storage.",
+)
+@click.option("--out", type=click.Path(file_okay=False), help="Run folder (default: runs/STUDY).")
+@click.option("--quiet", is_flag=True, help="No progress line.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+def tune_command(
+    data,
+    label,
+    positive,
+    features,
+    exclude,
+    id_column,
+    categorical,
+    sep,
+    metric,
+    objectives,
+    tolerance,
+    sampler,
+    pruner,
+    trials,
+    timeout,
+    seed,
+    workers,
+    cv,
+    train_on,
+    space_file,
+    enqueue,
+    study,
+    storage,
+    workspace,
+    out,
+    quiet,
+    as_json,
+):
+    """Find the best autoencoder for DATA, judged on labeled validation rows.
+
+    DATA is split 60/20/20 (stratified, --seed). Each trial trains on the
+    normal training rows and is scored on the validation rows after every
+    epoch; the pruner stops weak trials. The best trial is refitted, its
+    threshold set to maximise validation F1, and the test rows are scored
+    once. The run folder gets the model, trials.csv and summary.json.
+
+    \b
+    Examples:
+      anomtune tune datasets/cardio.csv --label is_anomaly --trials 30
+      anomtune tune data.csv --label fraud --metric auc-pr --workers 2
+      anomtune tune data.csv --label y --sampler grid --space my-space.toml
+    """
+    from anomtune.tuning import TuneConfig, run_study
+
+    config = TuneConfig(
+        data=data,
+        label=label,
+        positive=positive,
+        features=split_names(features) or None,
+        exclude=split_names(exclude),
+        id_column=id_column,
+        categorical=split_names(categorical),
+        sep=sep,
+        metric=metric,
+        objectives=split_names((objectives,)) if objectives else None,
+        tolerance=tolerance,
+        sampler=sampler,
+        pruner=pruner,
+        trials=trials,
+        timeout=timeout,
+        seed=seed,
+        workers=workers,
+        cv=cv,
+        train_on=train_on,
+        space=space_file,
+        enqueue=_enqueue_sources(enqueue),
+        study=study,
+        storage=storage,
+        workspace=workspace,
+        out=out,
+    )
+    progress = _ProgressLine(quiet or as_json)
+    try:
+        result = run_study(config, on_progress=progress, argv=["anomtune", *sys.argv[1:]])
+    finally:
+        progress.close()
+    summary = result.summary
+    if as_json:
+        print_json(summary)
+    else:
+        _print_summary(summary, result.out)
+    if result.interrupted:
+        raise click.exceptions.Exit(130)
+
+
+def _print_summary(summary: dict, out) -> None:
+    study = summary["study"]
+    counts = study["trials"]
+    click.echo(
+        f"study {study['name']!r} ({study['storage']}): {counts.get('complete', 0)} complete, "
+        f"{counts.get('pruned', 0)} pruned, {counts.get('fail', 0)} failed; "
+        f"{study['epochs_trained']} epochs trained in {summary['timings']['tuning_seconds']:.0f}s"
+    )
+    best = summary.get("best")
+    if not best:
+        click.echo("no trial completed; nothing to report")
+        return
+    click.echo(f"best trial #{best['number']} ({study['objectives'][0]} {best['value']:.4f}):")
+    for key, value in sorted(best["params"].items()):
+        click.echo(f"  {key:<20} {value}")
+    click.echo(f"{'split':<6} {'AUC-ROC':>8} {'AUC-PR':>8} {'F1':>6} {'prec':>6} {'recall':>6}")
+    for part in ("val", "test"):
+        m = summary["metrics"][part]
+        click.echo(
+            f"{part:<6} {m['auc_roc']:>8.4f} {m['auc_pr']:>8.4f} {m['f1']:>6.3f} "
+            f"{m['precision']:>6.3f} {m['recall']:>6.3f}"
+        )
+    click.echo(f"threshold {summary['threshold']:.6g} ({summary['threshold_rule']})")
+    click.echo(f"run folder: {out}")

@@ -1,0 +1,361 @@
+"""End-to-end tuning: samplers, pruners, resume, workers, determinism, run folder."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import optuna
+import pandas as pd
+import pytest
+
+from anomtune.cli import main
+from anomtune.tuning import open_storage
+
+FAST_SPACE = """
+epochs = 6
+[n_layers]
+type = "int"
+low = 1
+high = 2
+grid = [1]
+[width]
+type = "int"
+low = 8
+high = 16
+grid = [8, 16]
+[batch_size]
+choices = [64, 128]
+grid = [128]
+[learning_rate]
+grid = [0.003]
+"""
+
+
+def write_planted(path: Path, n: int = 300, seed: int = 0) -> Path:
+    """Normal rows on a 2-d plane in 6 dimensions, 10% of rows off it."""
+    rng = np.random.default_rng(seed)
+    n_anom = n // 10
+    basis = rng.normal(size=(2, 6))
+    normal = rng.normal(size=(n - n_anom, 2)) @ basis + 0.05 * rng.normal(size=(n - n_anom, 6))
+    anomalies = rng.normal(scale=2.0, size=(n_anom, 6))
+    X = np.vstack([normal, anomalies])
+    y = np.r_[np.zeros(n - n_anom, int), np.ones(n_anom, int)]
+    order = rng.permutation(n)
+    frame = pd.DataFrame(X[order], columns=[f"x{i}" for i in range(6)])
+    frame["label"] = y[order]
+    frame.to_csv(path, index=False)
+    return path
+
+
+@pytest.fixture()
+def workdir(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    write_planted(tmp_path / "planted.csv")
+    (tmp_path / "space.toml").write_text(FAST_SPACE)
+    return tmp_path
+
+
+def run_cli(args: list[str], capsys) -> tuple[int, str, str]:
+    with pytest.raises(SystemExit) as exc:
+        main(args)
+    out, err = capsys.readouterr()
+    return exc.value.code, out, err
+
+
+def tune_args(*extra: str) -> list[str]:
+    return ["tune", "planted.csv", "--label", "label", "--space", "space.toml", "--quiet", *extra]
+
+
+@pytest.mark.parametrize("sampler", ["tpe", "random", "gp", "cmaes", "qmc"])
+def test_every_sampler_runs_end_to_end(workdir, capsys, sampler):
+    code, out, err = run_cli(
+        tune_args("--sampler", sampler, "--trials", "3", "--study", sampler, "--json"), capsys
+    )
+    assert code == 0, err
+    summary = json.loads(out)
+    assert summary["study"]["sampler"] == sampler
+    assert summary["study"]["trials"]["complete"] + summary["study"]["trials"]["pruned"] == 3
+    assert summary["metrics"]["test"]["auc_roc"] > 0.6
+    assert (workdir / "runs" / sampler / "model" / "weights.npz").exists()
+
+
+@pytest.mark.parametrize("pruner", ["median", "sha", "hyperband", "none"])
+def test_every_pruner_runs_end_to_end(workdir, capsys, pruner):
+    space = FAST_SPACE.replace("epochs = 6", "epochs = 15")
+    (workdir / "space.toml").write_text(space)
+    code, out, err = run_cli(
+        tune_args(
+            "--pruner", pruner, "--trials", "8", "--study", pruner, "--json", "--sampler", "random"
+        ),
+        capsys,
+    )
+    assert code == 0, err
+    summary = json.loads(out)
+    assert summary["study"]["pruner"] == pruner
+    trials = pd.read_csv(workdir / "runs" / pruner / "trials.csv")
+    assert len(trials) == 8
+    assert set(trials["state"]) <= {"complete", "pruned"}
+    # A pruned trial records the epochs it ran, fewer than the budget.
+    pruned = trials[trials["state"] == "pruned"]
+    assert (pruned["epochs"] < 15).all()
+    if pruner == "none":
+        assert pruned.empty
+
+
+def test_grid_runs_every_combination_once(workdir, capsys):
+    code, out, err = run_cli(tune_args("--sampler", "grid", "--trials", "100", "--json"), capsys)
+    assert code == 0, err
+    summary = json.loads(out)
+    trials = pd.read_csv(workdir / "runs" / "planted" / "trials.csv")
+    # Two widths times: ae, contractive, sparse (l1/kl), denoising (gaussian/mask) and
+    # vae (beta 0.5/1.0 times reconstruction/elbo scoring).
+    expected = 2 * (1 + 1 + 2 + 2 + 4)
+    assert len(trials) == expected
+    combos = trials.filter(like="params_").map(repr).agg("|".join, axis=1)
+    assert combos.is_unique
+    assert summary["study"]["trials"]["complete"] + summary["study"]["trials"]["pruned"] == expected
+    # Running again finds nothing left to try and adds no trial.
+    code, out, err = run_cli(tune_args("--sampler", "grid", "--trials", "100", "--json"), capsys)
+    assert code == 0, err
+    assert len(pd.read_csv(workdir / "runs" / "planted" / "trials.csv")) == expected
+
+
+def test_run_folder_contents_and_refit_check(workdir, capsys):
+    code, out, err = run_cli(tune_args("--trials", "4", "--seed", "3", "--json"), capsys)
+    assert code == 0, err
+    run = workdir / "runs" / "planted"
+    summary = json.loads((run / "summary.json").read_text())
+    for key in ("auc_roc", "auc_pr", "f1"):
+        assert 0.0 <= summary["metrics"]["test"][key] <= 1.0
+        assert key in summary["metrics"]["val"]
+    assert summary["seed"] == 3
+    assert summary["data"]["fingerprint"].startswith("sha256:")
+    assert summary["split"]["rows"] == {"train": 180, "val": 60, "test": 60}
+    for lib in ("python", "torch", "optuna", "scikit-learn", "onnx", "onnxruntime", "anomtune"):
+        assert summary["versions"][lib]
+    assert summary["study"]["name"] == "planted"
+    assert summary["study"]["storage"].endswith("studies.journal")
+    assert summary["refit"]["matches"] is True
+    assert summary["refit"]["val_value"] == pytest.approx(summary["best"]["value"], abs=1e-12)
+    assert summary["best"]["params"]["epochs"] == summary["best"]["epochs"]
+    with open(run / "trials.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) == 4
+    assert {"number", "state", "value", "epochs", "duration_s", "seed"} <= set(rows[0])
+    assert len({r["seed"] for r in rows}) == 4
+    # No pickle anywhere: the weights load with allow_pickle=False.
+    with np.load(run / "model" / "weights.npz", allow_pickle=False) as data:
+        assert data.files
+
+
+def test_same_command_same_seed_same_best_params(workdir, capsys):
+    bests = []
+    for name in ("first", "second"):
+        code, out, err = run_cli(
+            tune_args(
+                "--trials",
+                "5",
+                "--seed",
+                "7",
+                "--study",
+                name,
+                "--json",
+                "--storage",
+                f"{name}.journal",
+            ),
+            capsys,
+        )
+        assert code == 0, err
+        summary = json.loads(out)
+        bests.append((summary["best"]["params"], summary["best"]["value"]))
+    assert bests[0] == bests[1]
+
+
+def test_rerun_resumes_and_adds_trials(workdir, capsys):
+    code, out, err = run_cli(tune_args("--trials", "3", "--json"), capsys)
+    assert code == 0, err
+    first = pd.read_csv(workdir / "runs" / "planted" / "trials.csv")
+    code, out, err = run_cli(tune_args("--trials", "2", "--json"), capsys)
+    assert code == 0, err
+    assert json.loads(out)["study"]["resumed"] is True
+    second = pd.read_csv(workdir / "runs" / "planted" / "trials.csv")
+    assert len(second) == 5
+    pd.testing.assert_frame_equal(
+        first[["number", "state", "value"]], second.head(3)[["number", "state", "value"]]
+    )
+
+
+def test_resume_refuses_other_data(workdir, capsys):
+    code, _, err = run_cli(tune_args("--trials", "1"), capsys)
+    assert code == 0, err
+    write_planted(workdir / "planted.csv", seed=1)
+    code, _, err = run_cli(tune_args("--trials", "1"), capsys)
+    assert code == 2
+    assert "another data fingerprint" in err and "--study" in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_two_workers_share_one_journal_and_finish_exactly_n(workdir, capsys):
+    code, out, err = run_cli(
+        tune_args("--trials", "6", "--workers", "2", "--study", "shared", "--json"), capsys
+    )
+    assert code == 0, err
+    storage, _ = open_storage(None, workdir / ".anomtune")
+    study = optuna.load_study(study_name="shared", storage=storage)
+    assert len(study.trials) == 6
+    assert len({t.number for t in study.trials}) == 6
+    workers = {t.user_attrs["worker"] for t in study.trials}
+    assert len(workers) == 2
+    assert all(t.state.is_finished() for t in study.trials)
+
+
+def test_interrupt_keeps_finished_trials_and_resumes(workdir):
+    (workdir / "space.toml").write_text(FAST_SPACE.replace("epochs = 6", "epochs = 400"))
+    cmd = [sys.executable, "-m", "anomtune", *tune_args("--trials", "50", "--pruner", "none")]
+    proc = subprocess.Popen(
+        cmd, cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    journal = workdir / ".anomtune" / "studies.journal"
+    storage = None
+    deadline = time.monotonic() + 120
+    complete = 0
+    while time.monotonic() < deadline and complete < 2:
+        time.sleep(0.5)
+        if journal.exists():
+            storage = storage or open_storage(str(journal))[0]
+            try:
+                study = optuna.load_study(study_name="planted", storage=storage)
+            except KeyError:
+                continue
+            complete = sum(t.state.name == "COMPLETE" for t in study.get_trials())
+    assert complete >= 2, "the run did not complete two trials in time"
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    summary = json.loads((workdir / "runs" / "planted" / "summary.json").read_text())
+    assert summary["interrupted"] is True
+    kept = summary["study"]["trials"]["complete"]
+    assert kept >= 2
+    assert summary["study"]["trials"].get("running", 0) == 0
+    # Resuming adds trials and keeps every finished one.
+    env = dict(os.environ)
+    cmd = [sys.executable, "-m", "anomtune", *tune_args("--trials", "1", "--json")]
+    done = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr
+    resumed = json.loads(done.stdout)
+    assert resumed["study"]["resumed"] is True
+    assert resumed["study"]["trials"]["complete"] >= kept
+
+
+def test_enqueue_runs_given_parameters_first(workdir, capsys):
+    params = {"variant": "vae", "beta": 0.7, "width": 12, "n_layers": 1}
+    (workdir / "warm.json").write_text(json.dumps(params))
+    code, out, err = run_cli(tune_args("--trials", "2", "--enqueue", "warm.json"), capsys)
+    assert code == 0, err
+    trials = pd.read_csv(workdir / "runs" / "planted" / "trials.csv")
+    first = trials.iloc[0]
+    assert first["params_variant"] == "vae"
+    assert first["params_beta"] == pytest.approx(0.7)
+    assert first["params_width"] == 12
+
+
+def test_multi_objective_reports_front_and_rule(workdir, capsys):
+    code, out, err = run_cli(
+        tune_args("--trials", "5", "--objectives", "auc-pr,size", "--sampler", "random", "--json"),
+        capsys,
+    )
+    assert code == 0, err
+    summary = json.loads(out)
+    assert summary["study"]["directions"] == ["maximize", "minimize"]
+    front = summary["pareto_front"]
+    assert front and summary["best"]["number"] in {t["number"] for t in front}
+    top = max(t["values"][0] for t in front)
+    chosen = summary["best"]["values"]
+    assert chosen[0] >= top - 0.005
+    near = [t for t in front if t["values"][0] >= top - 0.005]
+    assert chosen[1] == min(t["values"][1] for t in near)
+    assert "lowest size" in summary["best_rule"]
+
+
+def test_cv_uses_folds_and_records_them(workdir, capsys):
+    code, out, err = run_cli(tune_args("--trials", "3", "--cv", "3", "--json"), capsys)
+    assert code == 0, err
+    summary = json.loads(out)
+    assert summary["cv"] == 3
+    assert summary["study"]["pruner"] == "wilcoxon (folds)"
+    storage, _ = open_storage(None, workdir / ".anomtune")
+    study = optuna.load_study(study_name="planted", storage=storage)
+    for t in study.get_trials(states=(optuna.trial.TrialState.COMPLETE,)):
+        folds = t.user_attrs["fold_values"]
+        assert len(folds) == 3
+        assert t.value == pytest.approx(float(np.mean(folds)))
+
+
+@pytest.mark.parametrize(
+    ("text", "needle"),
+    [
+        ("[widht]\nlow = 1\nhigh = 3\n", "did you mean 'width'"),
+        ("[width]\nlow = 30\nhigh = 10\n", "low (30) is greater than high (10)"),
+        ("[learning_rate]\nlow = 0.0\nhigh = 0.1\nlog = true\n", "log scale needs low > 0"),
+        ("[width]\nlwo = 3\n", "unknown key 'lwo'"),
+        ("[width\n", "not valid TOML"),
+        ('variants = ["ae", "gan"]\n', "gan"),
+        ("[dropout]\nchoices = []\n", "non-empty list"),
+    ],
+)
+def test_space_file_errors_name_the_key(workdir, capsys, text, needle):
+    (workdir / "bad.toml").write_text(text)
+    code, out, err = run_cli(
+        ["tune", "planted.csv", "--label", "label", "--space", "bad.toml", "--trials", "1"],
+        capsys,
+    )
+    assert code == 2
+    assert needle in err
+    assert len(err.strip().splitlines()) == 1
+    assert "Traceback" not in err
+    assert not (workdir / "runs").exists()
+
+
+def test_bad_options_are_one_line_errors(workdir, capsys):
+    for args, needle in [
+        (["--trials", "0"], "--trials must be at least 1"),
+        (["--sampler", "annealing"], "annealing"),
+        (["--objectives", "auc-pr,color"], "--objectives"),
+        (["--storage", "nosuchdb://x"], "cannot open storage"),
+    ]:
+        code, out, err = run_cli(["tune", "planted.csv", "--label", "label", *args], capsys)
+        assert code == 2, args
+        assert needle in err, err
+        assert len(err.strip().splitlines()) == 1
+
+
+def test_space_command_prints_default_and_refines(workdir, capsys):
+    code, out, err = run_cli(["space", "--features", "10"], capsys)
+    assert code == 0
+    assert "[variant]" in out and "[sparsity_weight]" in out and "when = " in out
+    (workdir / "printed.toml").write_text(out)
+    code, _, err = run_cli(tune_args("--trials", "6", "--sampler", "random"), capsys)
+    assert code == 0, err
+    code, out, err = run_cli(["space", "--refine", "runs/planted", "-o", "fine.toml"], capsys)
+    assert code == 0, err
+    from anomtune.space import load_space
+
+    fine = load_space(workdir / "fine.toml")
+    trials = pd.read_csv(workdir / "runs" / "planted" / "trials.csv")
+    best = trials[trials["state"] == "complete"].sort_values("value", ascending=False).iloc[0]
+    assert best["params_variant"] in fine["variant"].choices
+    assert fine["width"].low <= best["params_width"] <= fine["width"].high
+    assert len(fine["variant"].choices) < 5
+    # The refined file is a valid space for a second study.
+    code, _, err = run_cli(
+        tune_args("--trials", "2", "--study", "fine", "--space", "fine.toml"), capsys
+    )
+    assert code == 0, err
