@@ -5,6 +5,8 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 PIP    := $(BIN)/pip install -c constraints.txt
 STAMP  := $(VENV)/.installed
+# The shared datasets folder the benchmarks read: `make bench SHARED=path`.
+SHARED ?= ../shared/datasets
 
 .PHONY: install demo test lint format bench clean
 
@@ -17,7 +19,10 @@ $(STAMP): pyproject.toml constraints.txt
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/anomtune fit datasets/cardio.csv --label is_anomaly --seed 0
+	@# A fresh study each time, so the demo always shows the same 30 trials.
+	rm -rf runs/demo runs/demo.journal
+	$(BIN)/anomtune tune datasets/cardio.csv --label is_anomaly --trials 30 --seed 0 \
+		--study demo --storage runs/demo.journal --out runs/demo
 
 test: $(STAMP)
 	$(BIN)/ruff check .

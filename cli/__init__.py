@@ -67,6 +67,11 @@ def main(argv: list[str] | None = None) -> None:
         hint = f" (see '{exc.ctx.command_path} --help')" if exc.ctx is not None else ""
         click.echo(f"anomtune: error: {exc.format_message()}{hint}", err=True)
         sys.exit(EXIT_USAGE)
+    except click.ClickException as exc:
+        if debug:
+            raise
+        click.echo(f"anomtune: error: {exc.format_message()}", err=True)
+        sys.exit(EXIT_USAGE)
     except AnomtuneError as exc:
         if debug:
             raise

@@ -129,7 +129,7 @@ def test_grid_runs_every_combination_once(workdir, capsys):
 
 
 def test_run_folder_contents_and_refit_check(workdir, capsys):
-    code, out, err = run_cli(tune_args("--trials", "4", "--seed", "3", "--json"), capsys)
+    code, _, err = run_cli(tune_args("--trials", "4", "--seed", "3", "--json"), capsys)
     assert code == 0, err
     run = workdir / "runs" / "planted"
     summary = json.loads((run / "summary.json").read_text())
@@ -204,7 +204,7 @@ def test_resume_refuses_other_data(workdir, capsys):
 
 
 def test_two_workers_share_one_journal_and_finish_exactly_n(workdir, capsys):
-    code, out, err = run_cli(
+    code, _, err = run_cli(
         tune_args("--trials", "6", "--workers", "2", "--study", "shared", "--json"), capsys
     )
     assert code == 0, err
@@ -238,7 +238,7 @@ def test_interrupt_keeps_finished_trials_and_resumes(workdir):
             complete = sum(t.state.name == "COMPLETE" for t in study.get_trials())
     assert complete >= 2, "the run did not complete two trials in time"
     proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=120)
+    _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err
     summary = json.loads((workdir / "runs" / "planted" / "summary.json").read_text())
     assert summary["interrupted"] is True
@@ -258,7 +258,7 @@ def test_interrupt_keeps_finished_trials_and_resumes(workdir):
 def test_enqueue_runs_given_parameters_first(workdir, capsys):
     params = {"variant": "vae", "beta": 0.7, "width": 12, "n_layers": 1}
     (workdir / "warm.json").write_text(json.dumps(params))
-    code, out, err = run_cli(tune_args("--trials", "2", "--enqueue", "warm.json"), capsys)
+    code, _, err = run_cli(tune_args("--trials", "2", "--enqueue", "warm.json"), capsys)
     assert code == 0, err
     trials = pd.read_csv(workdir / "runs" / "planted" / "trials.csv")
     first = trials.iloc[0]
@@ -313,7 +313,7 @@ def test_cv_uses_folds_and_records_them(workdir, capsys):
 )
 def test_space_file_errors_name_the_key(workdir, capsys, text, needle):
     (workdir / "bad.toml").write_text(text)
-    code, out, err = run_cli(
+    code, _, err = run_cli(
         ["tune", "planted.csv", "--label", "label", "--space", "bad.toml", "--trials", "1"],
         capsys,
     )
@@ -331,7 +331,7 @@ def test_bad_options_are_one_line_errors(workdir, capsys):
         (["--objectives", "auc-pr,color"], "--objectives"),
         (["--storage", "nosuchdb://x"], "cannot open storage"),
     ]:
-        code, out, err = run_cli(["tune", "planted.csv", "--label", "label", *args], capsys)
+        code, _, err = run_cli(["tune", "planted.csv", "--label", "label", *args], capsys)
         assert code == 2, args
         assert needle in err, err
         assert len(err.strip().splitlines()) == 1

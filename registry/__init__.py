@@ -1,0 +1,3 @@
+"""The model registry: versioned models with aliases, imported as ``anomtune.registry``."""
+
+__all__: list[str] = []
