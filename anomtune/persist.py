@@ -19,7 +19,7 @@ import numpy as np
 
 from anomtune.errors import DataError
 
-__all__ = ["load_model", "save_model", "write_json_atomic"]
+__all__ = ["load_model", "replace_dir", "save_model", "write_bytes_atomic", "write_json_atomic"]
 
 FORMAT = "anomtune-model/1"
 
@@ -111,12 +111,17 @@ def load_model(folder: str | Path):
 
 def write_json_atomic(path: str | Path, payload: object) -> None:
     """Write JSON so that readers see the old file or the new one, never half of one."""
+    text = json.dumps(payload, indent=2, sort_keys=True, default=_json_default) + "\n"
+    write_bytes_atomic(path, text.encode())
+
+
+def write_bytes_atomic(path: str | Path, data: bytes) -> None:
+    """Write ``data`` to a temporary file beside ``path``, fsync it, then rename it."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(payload, fh, indent=2, sort_keys=True, default=_json_default)
-            fh.write("\n")
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)

@@ -13,6 +13,7 @@ import sys
 import click
 
 from anomtune import __version__
+from anomtune.cli.export import export_command
 from anomtune.cli.fit import fit_command
 from anomtune.cli.space import space_command
 from anomtune.cli.tune import tune_command
@@ -40,14 +41,12 @@ def cli(ctx: click.Context, debug: bool) -> None:
         level=logging.DEBUG if debug else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
     )
-    # Failed and pruned trials are recorded in the study and trials.csv; Optuna's
-    # own per-trial warnings (with tracebacks) only show with --debug.
-    logging.getLogger("optuna").setLevel(logging.DEBUG if debug else logging.ERROR)
 
 
 cli.add_command(fit_command)
 cli.add_command(tune_command)
 cli.add_command(space_command)
+cli.add_command(export_command)
 
 
 def main(argv: list[str] | None = None) -> None:

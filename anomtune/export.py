@@ -1,0 +1,377 @@
+"""Export a fitted detector to one ONNX graph: raw columns in, answers out.
+
+Inputs
+    ``numeric``: float32 ``[N, n_numeric]``, the numeric columns in schema
+    order, NaN for a missing value (imputed inside the graph);
+    ``categorical``: string ``[N, n_categorical]``, present only when the data
+    has categorical columns (encoded inside the graph with the training
+    vocabulary; unknown or empty values encode as all zeros).
+Outputs
+    ``score``: float32 ``[N]``, the reconstruction error (higher is more
+    anomalous); ``feature_errors``: float32 ``[N, n_columns]``, each table
+    column's share of the squared error (one-hot blocks summed back to their
+    column); ``is_anomaly``: bool ``[N]``, ``score > threshold``.
+
+The graph's metadata (key ``anomtune``) carries the schema, threshold and
+its rule, metrics, parameters, data fingerprint and anomtune's version.
+Export checks onnxruntime against torch on real rows and refuses a graph
+whose scores differ by more than :data:`RTOL` (relative) or flip a label.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import logging
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from anomtune import __version__
+from anomtune.errors import AnomtuneError
+from anomtune.scoring import encode_frame
+
+__all__ = ["OPSET", "RTOL", "ExportError", "ParityReport", "export_model", "export_run"]
+
+logger = logging.getLogger(__name__)
+
+OPSET = 18
+ML_OPSET = 2
+RTOL = 1e-4
+# Scores this close to zero are compared absolutely: relative error means
+# nothing for a row the model reconstructs perfectly.
+ATOL = 1e-7
+
+
+class ExportError(AnomtuneError):
+    """The graph could not be built, or it does not agree with torch."""
+
+
+@dataclass
+class ParityReport:
+    """How closely onnxruntime reproduced torch on the checked rows."""
+
+    rows: int
+    batch_sizes: list[int]
+    max_relative_error: float
+    label_flips: int
+    passed: bool
+
+    def to_dict(self) -> dict:
+        return {
+            "rows": self.rows,
+            "batch_sizes": self.batch_sizes,
+            "optimizations": ["disabled", "all"],
+            "max_relative_error": self.max_relative_error,
+            "label_flips": self.label_flips,
+            "tolerance": RTOL,
+            "passed": self.passed,
+        }
+
+
+def _graph_module(detector, preprocessor):
+    import torch
+    from torch import nn
+
+    encoder = preprocessor.as_module()
+    scorer = detector.module_
+    groups = preprocessor.output_groups
+    n_cols = len(preprocessor.schema_.columns)
+    membership = torch.zeros(len(groups), n_cols)
+    membership[torch.arange(len(groups)), torch.as_tensor(groups)] = 1.0
+    threshold = float(detector.threshold_)
+    has_codes = bool(preprocessor.schema_.categorical)
+
+    class RawToScore(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.encoder = encoder
+            self.scorer = scorer
+            self.register_buffer("membership", membership)
+            self.threshold = threshold
+
+        def forward(self, numeric, codes=None):
+            if codes is None:
+                codes = torch.zeros((numeric.shape[0], 0), dtype=torch.int64)
+            x = self.encoder(numeric, codes)
+            score, errors = self.scorer(x)
+            return score, errors @ self.membership, score > self.threshold
+
+    module = RawToScore().eval()
+    return module, has_codes
+
+
+def _torch_outputs(module, numeric: np.ndarray, codes: np.ndarray | None):
+    import torch
+
+    with torch.no_grad():
+        args = [torch.from_numpy(np.array(numeric, dtype=np.float32))]
+        if codes is not None:
+            args.append(torch.from_numpy(np.array(codes, dtype=np.int64)))
+        score, errors, label = module(*args)
+    return score.numpy(), errors.numpy(), label.numpy()
+
+
+def _export_core(module, has_codes: bool, n_numeric: int, n_cat: int):
+    """The torch part of the graph as an ``onnx.ModelProto`` (inputs numeric[, codes])."""
+    import onnx
+    import torch
+
+    batch = torch.export.Dim("batch", min=1)
+    numeric = torch.zeros((3, n_numeric), dtype=torch.float32)
+    args: tuple = (numeric,)
+    shapes: dict = {"numeric": {0: batch}}
+    names = ["numeric"]
+    if has_codes:
+        args = (numeric, torch.zeros((3, n_cat), dtype=torch.int64))
+        shapes["codes"] = {0: batch}
+        names.append("codes")
+    else:
+        shapes["codes"] = None
+    buffer = io.BytesIO()
+    exporter_log = logging.getLogger("torch.onnx")
+    level = exporter_log.level
+    exporter_log.setLevel(logging.ERROR)
+    with warnings.catch_warnings(), contextlib.ExitStack() as stack:
+        stack.callback(exporter_log.setLevel, level)
+        warnings.simplefilter("ignore")
+        program = torch.onnx.export(
+            module,
+            args,
+            dynamo=True,
+            opset_version=OPSET,
+            input_names=names,
+            output_names=["score", "feature_errors", "is_anomaly"],
+            dynamic_shapes=shapes if has_codes else {"numeric": {0: batch}},
+            external_data=False,
+            optimize=True,
+            verbose=False,
+        )
+    program.save(buffer, external_data=False)
+    return onnx.load_from_string(buffer.getvalue())
+
+
+def _add_label_encoders(model, categories: list[tuple[str, ...]]):
+    """Prepend string-to-code lookups so the graph takes the categorical strings."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = model.graph
+    nodes = []
+    code_cols = []
+    for j, vocab in enumerate(categories):
+        idx = f"anomtune_cat_index_{j}"
+        graph.initializer.append(helper.make_tensor(idx, TensorProto.INT64, [1], [j]))
+        column = f"anomtune_cat_col_{j}"
+        nodes.append(helper.make_node("Gather", ["categorical", idx], [column], axis=1))
+        coded = f"anomtune_cat_code_{j}"
+        nodes.append(
+            helper.make_node(
+                "LabelEncoder",
+                [column],
+                [coded],
+                domain="ai.onnx.ml",
+                keys_strings=list(vocab) or [""],
+                values_int64s=list(range(len(vocab))) or [-1],
+                default_int64=-1,
+            )
+        )
+        code_cols.append(coded)
+    nodes.append(helper.make_node("Concat", code_cols, ["codes"], axis=1))
+    kept = [i for i in graph.input if i.name != "codes"]
+    del graph.input[:]
+    graph.input.extend(kept)
+    graph.input.append(
+        helper.make_tensor_value_info("categorical", TensorProto.STRING, ["batch", len(categories)])
+    )
+    old = list(graph.node)
+    del graph.node[:]
+    graph.node.extend(nodes + old)
+    domains = {o.domain: o for o in model.opset_import}
+    if "ai.onnx.ml" in domains:
+        domains["ai.onnx.ml"].version = max(domains["ai.onnx.ml"].version, ML_OPSET)
+    else:
+        model.opset_import.append(onnx.helper.make_opsetid("ai.onnx.ml", ML_OPSET))
+    return model
+
+
+def _metadata(detector, preprocessor, extra: dict) -> dict:
+    schema = preprocessor.schema_
+    params = detector.get_params()
+    if params.get("hidden_sizes") is not None:
+        params["hidden_sizes"] = list(params["hidden_sizes"])
+    return {
+        "format": "anomtune-onnx/1",
+        "anomtune_version": __version__,
+        "schema": schema.to_dict(),
+        "inputs": {
+            "numeric": schema.numeric,
+            "categorical": schema.categorical,
+        },
+        "outputs": ["score", "feature_errors", "is_anomaly"],
+        "feature_names": schema.feature_names,
+        "threshold": float(detector.threshold_),
+        "threshold_rule": detector.threshold_rule_,
+        "score": "mean squared reconstruction error of the scaled features"
+        + (" (negative ELBO for the VAE)" if detector._score_kind() == "elbo" else ""),
+        "params": params,
+        "architecture": {
+            "hidden_sizes": list(detector.hidden_sizes_),
+            "latent_dim": int(detector.latent_dim_),
+            "n_encoded_features": int(detector.n_features_in_),
+        },
+        **extra,
+    }
+
+
+def _sessions(model_bytes: bytes, threads: int = 1):
+    import onnxruntime as ort
+
+    out = []
+    for level in (
+        ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+        ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+    ):
+        opts = ort.SessionOptions()
+        opts.graph_optimization_level = level
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+        out.append(ort.InferenceSession(model_bytes, opts, providers=["CPUExecutionProvider"]))
+    return out
+
+
+def check_parity(model_bytes: bytes, module, feeds: dict, codes: np.ndarray | None) -> ParityReport:
+    """Compare onnxruntime with torch at batch sizes 1, 2 and all rows."""
+    n = len(feeds["numeric"])
+    ref_score, ref_errors, ref_label = _torch_outputs(module, feeds["numeric"], codes)
+    worst = 0.0
+    flips = 0
+    sizes = sorted({1, 2, n} - {0})
+    for session in _sessions(model_bytes):
+        for size in sizes:
+            for start in range(0, n, size):
+                chunk = {k: v[start : start + size] for k, v in feeds.items()}
+                score, errors, label = session.run(None, chunk)
+                ref = ref_score[start : start + size]
+                denom = np.maximum(np.abs(ref), ATOL / RTOL)
+                worst = max(worst, float(np.max(np.abs(score - ref) / denom)))
+                err_ref = ref_errors[start : start + size]
+                err_denom = np.maximum(np.abs(err_ref), ATOL / RTOL)
+                worst = max(worst, float(np.max(np.abs(errors - err_ref) / err_denom)))
+                flips += int(np.sum(label.astype(bool) != ref_label[start : start + size]))
+                if size == 1 and start >= 64:
+                    break  # one-row batches on the first 64 rows are enough
+    return ParityReport(n, sizes, worst, flips, worst <= RTOL and flips == 0)
+
+
+def export_model(
+    detector,
+    preprocessor,
+    check_frame: pd.DataFrame,
+    path: str | Path | None = None,
+    *,
+    metadata: dict | None = None,
+) -> tuple[bytes, ParityReport]:
+    """Build, check and (if ``path``) write the ONNX graph of a fitted detector.
+
+    ``check_frame`` holds real rows (with the schema's columns) for the parity
+    check. Raises :class:`ExportError` when onnxruntime and torch disagree.
+    """
+    import onnx
+
+    schema = preprocessor.schema_
+    module, has_codes = _graph_module(detector, preprocessor)
+    try:
+        model = _export_core(module, has_codes, len(schema.numeric), len(schema.categorical))
+    except Exception as exc:  # the exporter raises many internal types
+        raise ExportError(f"torch could not export the model: {str(exc).splitlines()[0]}") from exc
+    if has_codes:
+        cats = [c.categories for c in schema.columns if c.kind == "categorical"]
+        model = _add_label_encoders(model, cats)
+    feeds = encode_frame(check_frame, schema.numeric, schema.categorical)
+    codes = preprocessor.split_inputs(check_frame)[1] if has_codes else None
+    meta = _metadata(detector, preprocessor, metadata or {})
+    del model.metadata_props[:]
+    entry = model.metadata_props.add()
+    entry.key, entry.value = "anomtune", "{}"
+    model.producer_name = "anomtune"
+    model.producer_version = __version__
+    try:
+        onnx.checker.check_model(model, full_check=True)
+    except Exception as exc:
+        raise ExportError(f"the exported graph is not valid ONNX: {exc}") from exc
+    report = check_parity(model.SerializeToString(), module, feeds, codes)
+    if not report.passed:
+        raise ExportError(
+            f"onnxruntime disagrees with torch: largest relative difference "
+            f"{report.max_relative_error:.3g} (tolerance {RTOL}), {report.label_flips} label "
+            "flip(s); the model was not exported"
+        )
+    meta["parity"] = report.to_dict()
+    entry.value = json.dumps(meta, sort_keys=True, default=_json_default)
+    data = model.SerializeToString()
+    if path is not None:
+        from anomtune.persist import write_bytes_atomic
+
+        write_bytes_atomic(path, data)
+    return data, report
+
+
+def _json_default(value):
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, (tuple, set)):
+        return list(value)
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def export_run(run_dir: str | Path, path: str | Path | None = None) -> tuple[bytes, dict]:
+    """Export the best model of a ``tune`` run folder, checked on its validation rows."""
+    from anomtune.data import read_table
+    from anomtune.persist import load_model
+    from anomtune.pipeline import prepare
+
+    run_dir = Path(run_dir)
+    try:
+        summary = json.loads((run_dir / "summary.json").read_text())
+    except FileNotFoundError as exc:
+        raise ExportError(f"{run_dir}: not a run folder (no summary.json)") from exc
+    if not summary.get("best"):
+        raise ExportError(f"{run_dir}: the run has no best model to export")
+    detector, preprocessor, _ = load_model(run_dir / "model")
+    cfg = summary["config"]
+    table = read_table(
+        cfg["data"],
+        label=cfg["label"],
+        positive=cfg.get("positive"),
+        features=cfg.get("features"),
+        exclude=cfg.get("exclude") or (),
+        id_column=cfg.get("id_column"),
+        categorical=cfg.get("categorical") or (),
+        sep=cfg.get("sep", ","),
+    )
+    if table.fingerprint != summary["data"]["fingerprint"]:
+        raise ExportError(
+            f"{cfg['data']} has changed since the run (fingerprint differs); "
+            "the parity check needs the rows the model was validated on"
+        )
+    prepared = prepare(table, seed=summary["seed"], train_on=summary.get("train_on", "normal"))
+    check_frame = table.features.iloc[prepared.split.val]
+    extra = {
+        "metrics": summary["metrics"],
+        "data_fingerprint": summary["data"]["fingerprint"],
+        "lineage": {
+            "study": summary["study"]["name"],
+            "storage": summary["study"]["storage"],
+            "trial": summary["best"]["number"],
+            "run_dir": str(run_dir.resolve()),
+            "seed": summary["best"]["seed"],
+        },
+        "versions": summary.get("versions"),
+    }
+    data, report = export_model(detector, preprocessor, check_frame, path, metadata=extra)
+    return data, {"parity": report.to_dict(), **extra}

@@ -1,0 +1,147 @@
+"""Score rows with an exported model, using onnxruntime alone.
+
+This module is on the serving path: it imports onnxruntime, numpy and pandas
+and nothing of torch, Optuna or scikit-learn.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from anomtune.errors import DataError
+
+__all__ = ["ScoreResult", "Scorer", "encode_frame", "load_scorer"]
+
+
+@dataclass
+class ScoreResult:
+    """Per-row answers of a model."""
+
+    score: np.ndarray
+    is_anomaly: np.ndarray
+    feature_errors: np.ndarray
+    feature_names: list[str]
+
+    def frame(self) -> pd.DataFrame:
+        return pd.DataFrame({"score": self.score, "is_anomaly": self.is_anomaly.astype(int)})
+
+
+class Scorer:
+    """An onnxruntime session over an anomtune graph, with its schema and metadata."""
+
+    def __init__(self, model: bytes, *, threads: int = 1, source: str = "<bytes>"):
+        import onnxruntime as ort
+
+        self.source = source
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = max(1, int(threads))
+        opts.inter_op_num_threads = 1
+        opts.log_severity_level = 3
+        try:
+            self.session = ort.InferenceSession(model, opts, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # onnxruntime raises its own exception types
+            raise DataError(f"{source}: not a loadable ONNX model: {_first_line(exc)}") from exc
+        raw = self.session.get_modelmeta().custom_metadata_map.get("anomtune")
+        if raw is None:
+            raise DataError(f"{source}: not an anomtune model (no 'anomtune' metadata)")
+        self.metadata = json.loads(raw)
+        self.numeric: list[str] = list(self.metadata["inputs"]["numeric"])
+        self.categorical: list[str] = list(self.metadata["inputs"]["categorical"])
+        self.feature_names: list[str] = list(self.metadata["feature_names"])
+        self.threshold: float = float(self.metadata["threshold"])
+
+    def check_columns(self, columns) -> None:
+        """Raise naming the first feature column that ``columns`` lacks."""
+        present = set(map(str, columns))
+        missing = [c for c in self.feature_names if c not in present]
+        if missing:
+            more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
+            raise DataError(f"missing feature column {missing[0]!r}{more}")
+
+    def feeds(self, frame: pd.DataFrame) -> dict:
+        """The graph's inputs from a DataFrame (columns by name, any order, extras ignored)."""
+        self.check_columns(frame.columns)
+        return encode_frame(frame, self.numeric, self.categorical)
+
+    def score(self, data) -> ScoreResult:
+        """Score a DataFrame (columns by name) or a 2-d numeric array in schema order."""
+        if not isinstance(data, pd.DataFrame):
+            array = np.asarray(data)
+            if array.ndim != 2 or array.shape[1] != len(self.feature_names):
+                raise DataError(
+                    f"expected a 2-d array with {len(self.feature_names)} columns, "
+                    f"got shape {array.shape}"
+                )
+            data = pd.DataFrame(array, columns=self.feature_names)
+        if len(data) == 0:
+            empty = np.zeros(0, dtype=np.float32)
+            return ScoreResult(
+                empty,
+                empty.astype(bool),
+                np.zeros((0, len(self.feature_names)), np.float32),
+                self.feature_names,
+            )
+        score, errors, label = self.session.run(None, self.feeds(data))
+        return ScoreResult(score, label.astype(bool), errors, self.feature_names)
+
+
+def encode_frame(frame: pd.DataFrame, numeric: list[str], categorical: list[str]) -> dict:
+    """Graph inputs: ``numeric`` float32 (NaN for missing) and ``categorical`` strings.
+
+    Numeric columns read as text are parsed; a value that is not a number, or
+    an infinite one, is an error naming the column and row.
+    """
+    block = np.empty((len(frame), len(numeric)), dtype=np.float32)
+    for j, name in enumerate(numeric):
+        column = frame[name]
+        if not (pd.api.types.is_numeric_dtype(column) or pd.api.types.is_bool_dtype(column)):
+            parsed = pd.to_numeric(column, errors="coerce")
+            bad = parsed.isna() & column.notna()
+            if bad.any():
+                pos = int(np.flatnonzero(bad.to_numpy())[0])
+                raise DataError(
+                    f"column {name!r} is numeric but row {pos + 1} holds {str(column.iloc[pos])!r}"
+                )
+            column = parsed
+        values = column.to_numpy(dtype=np.float64, na_value=np.nan)
+        if np.isinf(values).any():
+            pos = int(np.flatnonzero(np.isinf(values))[0])
+            raise DataError(f"column {name!r} has an infinite value at row {pos + 1}")
+        block[:, j] = values
+    feeds = {"numeric": block}
+    if categorical:
+        cats = frame[categorical].astype("object")
+        cats = cats.where(cats.notna(), "")
+        feeds["categorical"] = cats.map(_category_text).to_numpy(dtype=object).astype(str)
+    return feeds
+
+
+def _category_text(value) -> str:
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip() or type(exc).__name__).splitlines()[0]
+
+
+def load_scorer(source: str | Path | bytes, *, threads: int = 1) -> Scorer:
+    """A :class:`Scorer` for an ``.onnx`` file path or the model's bytes."""
+    if isinstance(source, bytes):
+        return Scorer(source, threads=threads)
+    path = Path(source)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError as exc:
+        raise DataError(f"{path}: no such model file") from exc
+    except IsADirectoryError as exc:
+        raise DataError(f"{path}: is a folder, not a model file") from exc
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read: {exc.strerror}") from exc
+    return Scorer(data, threads=threads, source=str(path))

@@ -1,0 +1,188 @@
+"""ONNX export: one graph from raw columns to answers, checked against torch."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pandas as pd
+import pytest
+
+from anomtune.cli import main
+from anomtune.data import table_from_frame
+from anomtune.export import OPSET, check_parity, export_model
+from anomtune.pipeline import fit_detector, prepare
+from anomtune.scoring import load_scorer
+
+
+def mixed_frame(n: int = 400, seed: int = 0) -> pd.DataFrame:
+    """Numeric and categorical columns with missing values and planted anomalies."""
+    rng = np.random.default_rng(seed)
+    base = rng.normal(size=(n, 2))
+    frame = pd.DataFrame(
+        {
+            "a": base[:, 0],
+            "b": base[:, 0] * 2 + 0.1 * rng.normal(size=n),
+            "c": base[:, 1],
+            "d": base[:, 1] - base[:, 0] + 0.1 * rng.normal(size=n),
+            "color": rng.choice(["red", "green", "blue"], size=n),
+            "size": rng.choice(["s", "m"], size=n),
+        }
+    )
+    frame.loc[rng.choice(n, 25, replace=False), "a"] = np.nan
+    frame.loc[rng.choice(n, 20, replace=False), "color"] = None
+    y = np.zeros(n, dtype=int)
+    y[:40] = 1
+    frame.loc[:39, ["b", "d"]] += rng.normal(scale=3.0, size=(40, 2))
+    frame["y"] = y
+    return frame
+
+
+@pytest.fixture(scope="module")
+def mixed_prepared():
+    table = table_from_frame(mixed_frame(), label="y")
+    return prepare(table, seed=0)
+
+
+VARIANTS = [
+    {"variant": "ae"},
+    {"variant": "sparse", "sparsity": "kl"},
+    {"variant": "denoising", "noise": "mask", "noise_level": 0.2},
+    {"variant": "contractive", "batch_norm": False},
+    {"variant": "vae", "vae_score": "reconstruction"},
+    {"variant": "vae", "vae_score": "elbo", "beta": 0.5},
+    {"variant": "ae", "scaler": "minmax", "output_activation": "sigmoid", "activation": "tanh"},
+]
+
+
+@pytest.mark.parametrize("params", VARIANTS, ids=lambda p: "-".join(map(str, p.values())))
+def test_every_variant_exports_with_parity(mixed_prepared, params, tmp_path):
+    detector = fit_detector(mixed_prepared, {**params, "epochs": 8}, seed=1)
+    table = mixed_prepared.table
+    val = table.features.iloc[mixed_prepared.split.val]
+    path = tmp_path / "model.onnx"
+    _, report = export_model(detector, mixed_prepared.preprocessor, val, path)
+    assert report.passed and report.label_flips == 0
+    assert report.max_relative_error <= 1e-4
+    assert report.batch_sizes == [1, 2, len(val)]
+    # The graph reproduces torch on raw columns given in another order, with extras.
+    test = table.features.iloc[mixed_prepared.split.test]
+    shuffled = test[test.columns[::-1]].assign(unused=1.0)
+    result = load_scorer(path).score(shuffled)
+    X_test, _ = mixed_prepared.rows("test")
+    expected = detector.anomaly_score(X_test)
+    np.testing.assert_allclose(result.score, expected, rtol=1e-4, atol=1e-6)
+    np.testing.assert_array_equal(result.is_anomaly, expected > detector.threshold_)
+    # Per-column errors: one-hot blocks are summed back to their column.
+    assert result.feature_errors.shape == (len(test), 6)
+    if params.get("vae_score") != "elbo":
+        np.testing.assert_allclose(
+            result.feature_errors.sum(axis=1) / X_test.shape[1], result.score, rtol=1e-4
+        )
+
+
+def test_graph_shape_opset_checker_and_metadata(mixed_prepared, tmp_path):
+    detector = fit_detector(mixed_prepared, {"epochs": 4}, seed=0)
+    val = mixed_prepared.table.features.iloc[mixed_prepared.split.val]
+    data, _ = export_model(
+        detector, mixed_prepared.preprocessor, val, metadata={"metrics": {"val": {"x": 1}}}
+    )
+    model = onnx.load_from_string(data)
+    onnx.checker.check_model(model, full_check=True)
+    opsets = {o.domain: o.version for o in model.opset_import}
+    assert opsets[""] == OPSET and opsets["ai.onnx.ml"] >= 2
+    session = ort.InferenceSession(data)
+    inputs = {i.name: i for i in session.get_inputs()}
+    assert inputs["numeric"].type == "tensor(float)" and inputs["numeric"].shape[1] == 4
+    assert inputs["categorical"].type == "tensor(string)" and inputs["categorical"].shape[1] == 2
+    assert isinstance(inputs["numeric"].shape[0], str)  # dynamic batch
+    assert [o.name for o in session.get_outputs()] == ["score", "feature_errors", "is_anomaly"]
+    meta = json.loads(session.get_modelmeta().custom_metadata_map["anomtune"])
+    assert meta["threshold"] == pytest.approx(detector.threshold_)
+    assert meta["feature_names"] == ["a", "b", "c", "d", "color", "size"]
+    vocab = meta["schema"]["columns"][4]["categories"]
+    assert sorted(vocab) == ["blue", "green", "red"]
+    assert vocab == list(mixed_prepared.preprocessor.schema_.columns[4].categories)
+    assert meta["metrics"] == {"val": {"x": 1}}
+    assert meta["parity"]["passed"] is True
+    for key in ("params", "threshold_rule", "anomtune_version", "architecture"):
+        assert key in meta
+
+
+def test_missing_and_unseen_values_are_handled_inside_the_graph(mixed_prepared, tmp_path):
+    detector = fit_detector(mixed_prepared, {"epochs": 4}, seed=0)
+    pre = mixed_prepared.preprocessor
+    val = mixed_prepared.table.features.iloc[mixed_prepared.split.val]
+    data, _ = export_model(detector, pre, val)
+    rows = pd.DataFrame(
+        {
+            "a": [np.nan, 0.5],
+            "b": [1.0, np.nan],
+            "c": [0.0, 0.0],
+            "d": [0.0, 0.0],
+            "color": ["purple", None],
+            "size": ["m", "xl"],
+        }
+    )
+    result = load_scorer(data).score(rows)
+    expected = detector.anomaly_score(pre.transform(rows))
+    np.testing.assert_allclose(result.score, expected, rtol=1e-4)
+    assert np.isfinite(result.feature_errors).all()
+
+
+def test_parity_check_catches_a_different_model(mixed_prepared):
+    from anomtune.export import _graph_module
+    from anomtune.scoring import encode_frame
+
+    first = fit_detector(mixed_prepared, {"epochs": 4}, seed=0)
+    other = fit_detector(mixed_prepared, {"epochs": 4}, seed=5)
+    pre = mixed_prepared.preprocessor
+    val = mixed_prepared.table.features.iloc[mixed_prepared.split.val]
+    data, _ = export_model(first, pre, val)
+    module, _ = _graph_module(other, pre)
+    feeds = encode_frame(val, pre.schema_.numeric, pre.schema_.categorical)
+    report = check_parity(data, module, feeds, pre.split_inputs(val)[1])
+    assert not report.passed
+    assert report.max_relative_error > 1e-3
+
+
+def test_export_command_on_a_run_folder(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    mixed_frame().to_csv("mixed.csv", index=False)
+    (tmp_path / "space.toml").write_text('epochs = 4\nvariants = ["ae"]\n')
+    with pytest.raises(SystemExit) as exc:
+        main(
+            [
+                "tune",
+                "mixed.csv",
+                "--label",
+                "y",
+                "--trials",
+                "1",
+                "--space",
+                "space.toml",
+                "--quiet",
+            ]
+        )
+    assert exc.value.code == 0
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exc:
+        main(["export", "runs/mixed", "-o", "m.onnx", "--json"])
+    out, err = capsys.readouterr()
+    assert exc.value.code == 0, err
+    info = json.loads(out)
+    assert info["parity"]["passed"] and info["lineage"]["study"] == "mixed"
+    scorer = load_scorer(tmp_path / "m.onnx")
+    scores = scorer.score(pd.read_csv("mixed.csv")).score
+    summary = json.loads((tmp_path / "runs" / "mixed" / "summary.json").read_text())
+    assert scorer.threshold == pytest.approx(summary["threshold"])
+    assert len(scores) == 400 and np.isfinite(scores).all()
+    # A run folder whose data changed since is refused, and nothing is written.
+    mixed_frame(seed=3).to_csv("mixed.csv", index=False)
+    with pytest.raises(SystemExit) as exc:
+        main(["export", "runs/mixed", "-o", "again.onnx"])
+    _, err = capsys.readouterr()
+    assert exc.value.code == 2 and "fingerprint differs" in err
+    assert not (tmp_path / "again.onnx").exists()
