@@ -18,6 +18,7 @@ __all__ = [
     "Table",
     "TrainingError",
     "__version__",
+    "load",
     "read_table",
     "split_rows",
 ]
@@ -32,6 +33,22 @@ _LAZY = {
     "DataError": "anomtune.errors",
     "TrainingError": "anomtune.errors",
 }
+
+
+def load(ref: str, *, registry: str | None = None, threads: int = 1):
+    """A scorer for a model reference, with onnxruntime only.
+
+    ``ref`` is ``name@alias``, ``name/3``, ``name`` (latest) or a path to an
+    ``.onnx`` file. The scorer's ``score(frame_or_array)`` returns scores,
+    labels and per-feature errors; ``metadata`` holds the schema, threshold
+    and metrics.
+
+    >>> import anomtune
+    >>> scorer = anomtune.load("fraud@champion")  # doctest: +SKIP
+    """
+    from anomtune.scoring import open_model
+
+    return open_model(ref, registry=registry, threads=threads)
 
 
 def __getattr__(name: str):

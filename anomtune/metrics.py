@@ -1,4 +1,9 @@
-"""Detection metrics on the anomaly-score scale (higher = more anomalous)."""
+"""Detection metrics on the anomaly-score scale (higher = more anomalous).
+
+Plain NumPy, so that scoring and serving can evaluate without scikit-learn;
+the values equal scikit-learn's ``roc_auc_score`` and
+``average_precision_score`` (ties included).
+"""
 
 from __future__ import annotations
 
@@ -30,17 +35,37 @@ def _check(labels, scores) -> tuple[np.ndarray, np.ndarray]:
 
 
 def auc_roc(labels, scores) -> float:
-    """Area under the ROC curve of ``scores`` against 0/1 ``labels``."""
-    from sklearn.metrics import roc_auc_score
+    """Area under the ROC curve of ``scores`` against 0/1 ``labels``.
 
-    return float(roc_auc_score(*_check(labels, scores)))
+    The Mann-Whitney statistic with tied scores given their average rank.
+    """
+    labels, scores = _check(labels, scores)
+    _, inverse, counts = np.unique(scores, return_inverse=True, return_counts=True)
+    # Average 1-based rank of each distinct score.
+    ranks = np.cumsum(counts) - (counts - 1) / 2.0
+    n_pos = int(labels.sum())
+    n_neg = labels.size - n_pos
+    rank_sum = float(ranks[inverse][labels == 1].sum())
+    return (rank_sum - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg)
 
 
 def auc_pr(labels, scores) -> float:
-    """Area under the precision-recall curve (average precision)."""
-    from sklearn.metrics import average_precision_score
+    """Area under the precision-recall curve as average precision.
 
-    return float(average_precision_score(*_check(labels, scores)))
+    The sum over distinct score cut-offs (highest first) of the recall gained
+    at the cut-off times the precision there.
+    """
+    labels, scores = _check(labels, scores)
+    order = np.argsort(-scores, kind="stable")
+    s = scores[order]
+    y = labels[order]
+    last = np.r_[s[1:] != s[:-1], True]
+    tp = np.cumsum(y)[last].astype(np.float64)
+    fp = np.cumsum(1 - y)[last].astype(np.float64)
+    precision = tp / (tp + fp)
+    recall = tp / tp[-1]
+    gained = np.diff(np.r_[0.0, recall])
+    return float(np.sum(gained * precision))
 
 
 def f1_at(labels, scores, threshold: float) -> dict:

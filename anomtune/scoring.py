@@ -15,7 +15,7 @@ import pandas as pd
 
 from anomtune.errors import DataError
 
-__all__ = ["ScoreResult", "Scorer", "encode_frame", "load_scorer"]
+__all__ = ["ScoreResult", "Scorer", "encode_frame", "load_scorer", "open_model"]
 
 
 @dataclass
@@ -38,6 +38,7 @@ class Scorer:
         import onnxruntime as ort
 
         self.source = source
+        self.info: dict = {}
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = max(1, int(threads))
         opts.inter_op_num_threads = 1
@@ -129,6 +130,25 @@ def _category_text(value) -> str:
 
 def _first_line(exc: BaseException) -> str:
     return (str(exc).strip() or type(exc).__name__).splitlines()[0]
+
+
+def open_model(ref: str | Path, *, registry: str | None = None, threads: int = 1) -> Scorer:
+    """A :class:`Scorer` for a model reference.
+
+    ``ref`` is a path to an ``.onnx`` file, or a registry reference:
+    ``name@alias``, ``name/3`` or ``name`` (the latest version). The
+    registry is ``registry`` (a folder or database URL), else the
+    ``ANOMTUNE_REGISTRY`` environment variable, else the workspace default.
+    """
+    text = str(ref)
+    if text.lower().endswith(".onnx") or Path(text).is_file():
+        return load_scorer(text, threads=threads)
+    from anomtune.registry import resolve
+
+    data, info = resolve(text, registry=registry)
+    scorer = Scorer(data, threads=threads, source=text)
+    scorer.info = info
+    return scorer
 
 
 def load_scorer(source: str | Path | bytes, *, threads: int = 1) -> Scorer:

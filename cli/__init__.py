@@ -15,6 +15,7 @@ import click
 from anomtune import __version__
 from anomtune.cli.export import export_command
 from anomtune.cli.fit import fit_command
+from anomtune.cli.score import score_command
 from anomtune.cli.space import space_command
 from anomtune.cli.tune import tune_command
 from anomtune.errors import AnomtuneError
@@ -47,6 +48,7 @@ cli.add_command(fit_command)
 cli.add_command(tune_command)
 cli.add_command(space_command)
 cli.add_command(export_command)
+cli.add_command(score_command)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -123,7 +123,7 @@ def _finite_or_none(value: object) -> object:
     return value
 
 
-def print_json(payload: object) -> None:
+def print_json(payload: object, *, err: bool = False) -> None:
     """Print ``payload`` as standard JSON (non-finite numbers become null)."""
     text = json.dumps(_finite_or_none(payload), indent=2, sort_keys=True, default=str)
-    click.echo(text)
+    click.echo(text, err=err)

@@ -198,8 +198,14 @@ def tune_command(
       anomtune tune data.csv --label fraud --metric auc-pr --workers 2
       anomtune tune data.csv --label y --sampler grid --space my-space.toml
     """
+    import optuna
+
     from anomtune.tuning import TuneConfig, run_study
 
+    # Failed and pruned trials are recorded in the study and trials.csv; Optuna's
+    # own per-trial messages (with tracebacks) show only with --debug.
+    debug = click.get_current_context().find_root().params.get("debug", False)
+    optuna.logging.set_verbosity(optuna.logging.DEBUG if debug else optuna.logging.ERROR)
     config = TuneConfig(
         data=data,
         label=label,

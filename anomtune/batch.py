@@ -1,0 +1,381 @@
+"""Score CSV or Parquet files of any size in chunks, with onnxruntime alone.
+
+The input is read by Arrow's streaming readers (CSV parsing runs in Arrow's
+threads, and the next chunk is read while the current one is scored), each
+chunk becomes one float32 matrix, and results are written as they come, so
+memory stays flat however large the file. The output is written to a
+temporary file beside the target and moved into place at the end: an error
+half-way leaves nothing behind.
+
+Serving path: imports numpy, pandas, pyarrow and onnxruntime only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from anomtune.errors import ConfigError, DataError
+from anomtune.scoring import Scorer
+
+__all__ = ["BatchResult", "score_file"]
+
+CHUNK_BYTES = 8 << 20
+PARQUET_ROWS = 131_072
+
+
+@dataclass
+class BatchResult:
+    """What a scoring run did."""
+
+    rows: int = 0
+    anomalies: int = 0
+    seconds: float = 0.0
+    threshold: float = 0.0
+    threshold_rule: str = ""
+    metrics: dict | None = None
+    output: str = ""
+    columns: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return {
+            "rows": self.rows,
+            "anomalies": self.anomalies,
+            "seconds": round(self.seconds, 3),
+            "rows_per_second": round(self.rows / self.seconds) if self.seconds else None,
+            "threshold": self.threshold,
+            "threshold_rule": self.threshold_rule,
+            "metrics": self.metrics,
+            "output": self.output,
+        }
+
+
+def _is_parquet(name: str) -> bool:
+    return name.lower().endswith((".parquet", ".pq"))
+
+
+def _header(source: str, sep: str) -> list[str]:
+    import csv
+
+    if source == "-":
+        head = sys.stdin.buffer.peek(1 << 16)
+    else:
+        path = Path(source)
+        if not path.exists():
+            raise DataError(f"{source}: no such file")
+        if path.is_dir():
+            raise DataError(f"{source}: is a folder, not a data file")
+        with open(path, "rb") as fh:
+            head = fh.read(1 << 16)
+    if not head.strip():
+        raise DataError(f"{source}: the input is empty")
+    if b"\x00" in head:
+        raise DataError(f"{source}: not a text CSV file (it contains NUL bytes)")
+    line = head.decode("utf-8", errors="replace").splitlines()[0]
+    return next(csv.reader(io.StringIO(line), delimiter=sep))
+
+
+def _batches(source: str, needed: list[str], numeric: list[str], sep: str) -> Iterator:
+    """Arrow record batches of the needed columns, numeric ones typed as float64."""
+    import pyarrow as pa
+
+    if _is_parquet(source):
+        import pyarrow.parquet as pq
+
+        if source == "-":
+            raise ConfigError("Parquet cannot be read from stdin; give a file")
+        try:
+            pf = pq.ParquetFile(source)
+        except FileNotFoundError as exc:
+            raise DataError(f"{source}: no such file") from exc
+        except (OSError, pa.ArrowException) as exc:
+            raise DataError(f"{source}: cannot read Parquet: {exc}") from exc
+        names = pf.schema_arrow.names
+        _check_present(needed, names, source)
+        yield from pf.iter_batches(batch_size=PARQUET_ROWS, columns=needed)
+        return
+    import pyarrow.csv as pacsv
+
+    names = _header(source, sep)
+    _check_present(needed, names, source)
+    stream = sys.stdin.buffer if source == "-" else source
+    try:
+        reader = pacsv.open_csv(
+            stream,
+            read_options=pacsv.ReadOptions(block_size=CHUNK_BYTES),
+            parse_options=pacsv.ParseOptions(delimiter=sep),
+            convert_options=pacsv.ConvertOptions(
+                include_columns=needed,
+                column_types={name: pa.float64() for name in numeric},
+                strings_can_be_null=True,
+            ),
+        )
+    except pa.ArrowException as exc:
+        raise DataError(f"{source}: {_arrow_message(exc, numeric)}") from exc
+    while True:
+        try:
+            batch = reader.read_next_batch()
+        except StopIteration:
+            return
+        except pa.ArrowException as exc:
+            raise DataError(f"{source}: {_arrow_message(exc, numeric)}") from exc
+        yield batch
+
+
+def _arrow_message(exc: Exception, numeric: list[str]) -> str:
+    text = str(exc).strip().splitlines()[0]
+    if "conversion error to double" in text:
+        return f"a numeric column holds a value that is not a number ({text})"
+    return f"cannot parse CSV: {text}"
+
+
+def _check_present(needed: list[str], names: list[str], source: str) -> None:
+    import difflib
+
+    present = set(names)
+    for name in needed:
+        if name not in present:
+            close = difflib.get_close_matches(name, names, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise DataError(f"{source}: missing column {name!r}{hint}")
+
+
+def _feeds(batch, scorer: Scorer, first_row: int, source: str) -> dict:
+    """One float32 matrix of the numeric columns (and the string block) of a batch."""
+    n = batch.num_rows
+    numeric = np.empty((n, len(scorer.numeric)), dtype=np.float32)
+    for j, name in enumerate(scorer.numeric):
+        column = batch.column(name)
+        try:
+            values = column.to_numpy(zero_copy_only=False)
+        except Exception as exc:  # Arrow raises several types for unconvertible data
+            raise DataError(f"{source}: column {name!r} is not numeric") from exc
+        if values.dtype.kind not in "fiub":
+            raise DataError(f"{source}: column {name!r} is not numeric")
+        numeric[:, j] = values
+    bad = np.isinf(numeric)
+    if bad.any():
+        row, col = np.argwhere(bad)[0]
+        raise DataError(
+            f"{source}: column {scorer.numeric[col]!r} has an infinite value at row "
+            f"{first_row + int(row) + 1}"
+        )
+    feeds = {"numeric": numeric}
+    if scorer.categorical:
+        block = np.empty((n, len(scorer.categorical)), dtype=object)
+        for j, name in enumerate(scorer.categorical):
+            values = batch.column(name).to_pylist()
+            block[:, j] = ["" if v is None else _text(v) for v in values]
+        feeds["categorical"] = block.astype(str)
+    return feeds
+
+
+def _text(value) -> str:
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def _labels(batch, label: str, positive: str) -> np.ndarray:
+    values = batch.column(label).to_pylist()
+    if any(v is None for v in values):
+        raise DataError(f"label column {label!r} has a missing value")
+    return np.fromiter(
+        (_text(v).strip().lower() == positive for v in values), dtype=bool, count=len(values)
+    )
+
+
+def _prefetched(iterator: Iterator) -> Iterator:
+    """Yield from ``iterator`` while its next item is produced in a thread."""
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        future = pool.submit(next, iterator, None)
+        while True:
+            item = future.result()
+            if item is None:
+                return
+            future = pool.submit(next, iterator, None)
+            yield item
+
+
+def threshold_at_fpr(scores_of_normal: np.ndarray, fpr: float) -> float:
+    """The lowest threshold that flags at most ``fpr`` of the normal rows."""
+    s = np.sort(np.asarray(scores_of_normal, dtype=np.float64))[::-1]
+    if s.size == 0:
+        raise DataError("--threshold-at-fpr needs labeled normal rows")
+    k = int(np.floor(fpr * s.size))
+    return float(s[min(k, s.size - 1)])
+
+
+def score_file(
+    scorer: Scorer,
+    source: str,
+    output: str,
+    *,
+    id_column: str | None = None,
+    label: str | None = None,
+    evaluate: bool = False,
+    explain: int = 0,
+    threshold: float | None = None,
+    fpr: float | None = None,
+    sep: str = ",",
+    on_progress: Callable[[int, float], None] | None = None,
+) -> BatchResult:
+    """Score ``source`` (a path or ``-`` for stdin) into ``output`` (a path or ``-``).
+
+    Output columns: the id column (or ``row``, counting data rows from 1),
+    ``score``, ``is_anomaly`` and, with ``explain=K``, the K columns with the
+    largest reconstruction errors and their share of the row's error.
+    ``threshold`` replaces the model's threshold; ``fpr`` picks the threshold
+    that flags at most that share of the rows labeled normal (a first pass
+    over the file). ``evaluate`` adds AUC-ROC, AUC-PR and F1 against
+    ``label``.
+    """
+    import pyarrow as pa
+
+    if explain < 0 or explain > len(scorer.feature_names):
+        raise ConfigError(
+            f"--explain takes 0 to {len(scorer.feature_names)} features, not {explain}"
+        )
+    if fpr is not None and not 0.0 <= fpr < 1.0:
+        raise ConfigError(f"--threshold-at-fpr must be in [0, 1), not {fpr}")
+    if fpr is not None and threshold is not None:
+        raise ConfigError("give --threshold or --threshold-at-fpr, not both")
+    if (evaluate or fpr is not None) and label is None:
+        label = (scorer.metadata.get("schema") or {}).get("label")
+        if label is None:
+            raise ConfigError("--evaluate and --threshold-at-fpr need --label")
+    positive = str((scorer.metadata.get("schema") or {}).get("positive") or "1").lower()
+    needed = list(
+        dict.fromkeys(scorer.feature_names + [c for c in (id_column, label) if c is not None])
+    )
+    result = BatchResult(output=output)
+    rule = scorer.metadata.get("threshold_rule", "stored with the model")
+    if threshold is None and fpr is not None:
+        if source == "-":
+            raise ConfigError("--threshold-at-fpr reads the input twice; give a file, not stdin")
+        normal = []
+        for batch in _batches(source, needed, scorer.numeric, sep):
+            scores = scorer.session.run(["score"], _feeds(batch, scorer, 0, source))[0]
+            normal.append(scores[~_labels(batch, label, positive)])
+        threshold = threshold_at_fpr(np.concatenate(normal), fpr)
+        rule = f"flags at most {fpr:g} of the rows labeled normal in {source}"
+    elif threshold is not None:
+        rule = "given on the command line"
+    else:
+        threshold = scorer.threshold
+    result.threshold, result.threshold_rule = float(threshold), rule
+
+    sink, finish, abort = _open_output(output)
+    writer = None
+    all_scores, all_labels = [], []
+    start = time.perf_counter()
+    rows = 0
+    try:
+        batches = _prefetched(iter(_batches(source, needed, scorer.numeric, sep)))
+        for batch in batches:
+            n = batch.num_rows
+            if n == 0:
+                continue
+            scores, errors, _ = scorer.session.run(None, _feeds(batch, scorer, rows, source))
+            flags = scores > threshold
+            columns = {}
+            if id_column is not None:
+                columns[id_column] = batch.column(id_column)
+            else:
+                columns["row"] = pa.array(np.arange(rows + 1, rows + n + 1, dtype=np.int64))
+            columns["score"] = pa.array(scores)
+            columns["is_anomaly"] = pa.array(flags.astype(np.int8))
+            if explain:
+                columns.update(_explain(errors, scorer.feature_names, explain))
+            table = pa.table(columns)
+            if writer is None:
+                writer = _writer(sink, output, table.schema)
+                result.columns = table.schema.names
+            writer.write_table(table)
+            if evaluate:
+                all_scores.append(scores)
+                all_labels.append(_labels(batch, label, positive))
+            rows += n
+            result.anomalies += int(flags.sum())
+            if on_progress is not None:
+                on_progress(rows, time.perf_counter() - start)
+        if writer is None:
+            raise DataError(f"{source}: no data rows")
+        writer.close()
+        finish()
+    except BaseException:
+        abort()
+        raise
+    result.rows = rows
+    result.seconds = time.perf_counter() - start
+    if evaluate:
+        from anomtune.metrics import evaluate as metrics_of
+
+        result.metrics = metrics_of(
+            np.concatenate(all_labels).astype(np.int8), np.concatenate(all_scores), threshold
+        )
+    return result
+
+
+def _explain(errors: np.ndarray, names: list[str], k: int) -> dict:
+    import pyarrow as pa
+
+    total = errors.sum(axis=1, keepdims=True)
+    share = np.divide(errors, total, out=np.zeros_like(errors), where=total > 0)
+    top = np.argsort(-errors, axis=1, kind="stable")[:, :k]
+    names_arr = np.asarray(names, dtype=object)
+    out = {}
+    for i in range(k):
+        idx = top[:, i]
+        out[f"feature_{i + 1}"] = pa.array(names_arr[idx].tolist(), type=pa.string())
+        out[f"share_{i + 1}"] = pa.array(np.take_along_axis(share, idx[:, None], 1)[:, 0])
+    return out
+
+
+def _open_output(output: str):
+    """A binary sink plus finish/abort callbacks (atomic for files)."""
+    if output == "-":
+        sink = sys.stdout.buffer
+        return sink, sink.flush, lambda: None
+    target = Path(output)
+    if target.is_dir():
+        raise ConfigError(f"{output}: is a folder; give a file name")
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
+    except OSError as exc:
+        raise ConfigError(f"cannot write {output}: {exc.strerror}") from exc
+    sink = os.fdopen(fd, "wb")
+
+    def finish():
+        sink.flush()
+        os.fsync(sink.fileno())
+        sink.close()
+        os.replace(tmp, target)
+
+    def abort():
+        with contextlib.suppress(OSError):
+            sink.close()
+        Path(tmp).unlink(missing_ok=True)
+
+    return sink, finish, abort
+
+
+def _writer(sink, output: str, schema):
+    if _is_parquet(output):
+        import pyarrow.parquet as pq
+
+        return pq.ParquetWriter(sink, schema)
+    import pyarrow.csv as pacsv
+
+    return pacsv.CSVWriter(sink, schema)
