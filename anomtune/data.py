@@ -34,6 +34,7 @@ __all__ = [
     "Table",
     "read_table",
     "split_rows",
+    "split_unlabeled",
     "stratified_folds",
     "table_from_frame",
     "training_rows",
@@ -634,6 +635,37 @@ def split_rows(
     if int(labels[train].sum()) == len(train):
         raise DataError(f"{too_few}; with seed {seed} the training part has no normal rows")
     return Split(train=train, val=val, test=test, seed=seed, val_size=val_size, test_size=test_size)
+
+
+def split_unlabeled(
+    n_rows: int, *, seed: int = 0, val_size: float = 0.2, test_size: float = 0.2
+) -> Split:
+    """Random train/validation/test split of rows without labels (same two steps)."""
+    from sklearn.model_selection import train_test_split
+
+    if not (0 < test_size < 1 and 0 < val_size < 1 and val_size + test_size < 1):
+        raise DataError(
+            f"val_size and test_size must be in (0, 1) and sum below 1 "
+            f"(got {val_size} and {test_size})"
+        )
+    if not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**32:
+        raise ConfigError(f"the split seed must be an integer in [0, 2**32 - 1], not {seed!r}")
+    if n_rows < 10:
+        raise DataError(f"too few rows to split: {n_rows}; anomtune needs at least 10")
+    positions = np.arange(n_rows)
+    rest, test = train_test_split(positions, test_size=test_size, random_state=seed)
+    train, val = train_test_split(
+        rest, test_size=round(val_size / (1.0 - test_size), 12), random_state=seed
+    )
+    return Split(
+        train=train,
+        val=val,
+        test=test,
+        seed=seed,
+        val_size=val_size,
+        test_size=test_size,
+        method="random train_test_split, test first (no labels)",
+    )
 
 
 def training_rows(positions: np.ndarray, labels: np.ndarray | None, train_on: str = "normal"):

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from anomtune.data import Split, Table, split_rows, training_rows
+from anomtune.data import Split, Table, split_rows, split_unlabeled, training_rows
 from anomtune.detector import AutoencoderDetector
 from anomtune.errors import ConfigError
 from anomtune.metrics import best_f1_threshold, evaluate
@@ -28,14 +28,14 @@ class Prepared:
     table: Table
     preprocessor: Preprocessor
     X: np.ndarray
-    y: np.ndarray
+    y: np.ndarray | None
     split: Split
     train: np.ndarray
     train_on: str
 
     def rows(self, part: str) -> tuple[np.ndarray, np.ndarray]:
         idx = {"train": self.train, "val": self.split.val, "test": self.split.test}[part]
-        return self.X[idx], self.y[idx]
+        return self.X[idx], (self.y[idx] if self.y is not None else None)
 
 
 def prepare(
@@ -47,13 +47,20 @@ def prepare(
     test_size: float = 0.2,
     max_categories: int = 50,
 ) -> Prepared:
-    """Split ``table``, fit the column encoder on the training rows, encode all rows."""
-    split = split_rows(table.labels, seed=seed, val_size=val_size, test_size=test_size)
+    """Split ``table``, fit the column encoder on the training rows, encode all rows.
+
+    Without labels the split is random and every training row is used.
+    """
+    if table.labels is None:
+        split = split_unlabeled(table.n_rows, seed=seed, val_size=val_size, test_size=test_size)
+    else:
+        split = split_rows(table.labels, seed=seed, val_size=val_size, test_size=test_size)
     train = training_rows(split.train, table.labels, train_on)
     pre = Preprocessor(table.schema, max_categories=max_categories)
     pre.fit(table.features.iloc[train])
     X = pre.transform(table.features)
-    return Prepared(table, pre, X, np.asarray(table.labels), split, train, train_on)
+    labels = np.asarray(table.labels) if table.labels is not None else None
+    return Prepared(table, pre, X, labels, split, train, train_on)
 
 
 def fit_detector(

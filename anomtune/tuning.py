@@ -39,7 +39,7 @@ import numpy as np
 
 from anomtune import __version__
 from anomtune.data import Table, read_table, stratified_folds, training_rows
-from anomtune.errors import AnomtuneError, ConfigError, DataError, TrainingError
+from anomtune.errors import AnomtuneError, ConfigError, TrainingError
 from anomtune.metrics import auc_pr, auc_roc, best_f1_threshold, evaluate
 from anomtune.persist import replace_dir, save_model, write_json_atomic
 from anomtune.pipeline import Prepared, check_param_names, prepare
@@ -280,8 +280,8 @@ def trial_seed(seed: int, number: int) -> int:
 class _EpochTracker:
     """Per-epoch validation: keeps the best value and epoch, reports, prunes."""
 
-    def __init__(self, X, y, metric, trial, *, maximize, patience, report=True):
-        self.X, self.y, self.metric = X, y, metric
+    def __init__(self, evaluate, trial, *, maximize, patience, report=True):
+        self.evaluate = evaluate
         self.trial, self.maximize, self.patience, self.report = trial, maximize, patience, report
         self.best: float | None = None
         self.best_epoch = 0
@@ -291,13 +291,11 @@ class _EpochTracker:
         import optuna
 
         self.epochs = epoch
-        scores = detector.anomaly_score(self.X)
-        if np.isfinite(scores).all():
-            value = (
-                float(self.metric(self.y, scores)) if self.y is not None else float(scores.mean())
-            )
-            if self.best is None or (value > self.best if self.maximize else value < self.best):
-                self.best, self.best_epoch = value, epoch
+        value = self.evaluate(detector)
+        if value is not None and (
+            self.best is None or (value > self.best if self.maximize else value < self.best)
+        ):
+            self.best, self.best_epoch = value, epoch
         if self.report and self.best is not None:
             self.trial.report(self.best, epoch)
             if self.trial.should_prune():
@@ -307,6 +305,35 @@ class _EpochTracker:
         return epoch - self.best_epoch >= self.patience
 
 
+def labeled_value(metric, X, y):
+    """Validation metric of a detector on labeled rows (None if scores are not finite)."""
+
+    def evaluate(detector) -> float | None:
+        scores = detector.anomaly_score(X)
+        return float(metric(y, scores)) if np.isfinite(scores).all() else None
+
+    return evaluate
+
+
+def unlabeled_value(X, X_train):
+    """Mean squared reconstruction error in units of each column's training spread.
+
+    Used when there are no labels. Measured in the same units whatever the
+    variant and scaler, so that trials compare (a min-max scaled model's raw
+    errors are smaller than a standardised one's for the same fit).
+    """
+    spread = X_train.std(axis=0).astype(np.float64)
+    spread[~(spread > 1e-12)] = 1.0
+
+    def evaluate(detector) -> float | None:
+        errors = detector.feature_errors(X).astype(np.float64)
+        ratio = (detector.scaler_.scale_.astype(np.float64) / spread) ** 2
+        value = float((errors * ratio).mean())
+        return value if np.isfinite(value) else None
+
+    return evaluate
+
+
 class Objective:
     """The function each trial runs; built from a config in every worker."""
 
@@ -314,8 +341,13 @@ class Objective:
         self.config = config
         self.prepared = prepared
         self.space = space
-        self.labeled = prepared.y is not None and prepared.y.any()
+        self.labeled = prepared.y is not None
         self.metric = _metric_fn(config.objectives[0] if config.objectives else config.metric)
+        X_val, y_val = prepared.rows("val")
+        if self.labeled:
+            self.validation = labeled_value(self.metric, X_val, y_val)
+        else:
+            self.validation = unlabeled_value(X_val, prepared.rows("train")[0])
         self.folds = None
         if config.cv:
             pool = np.concatenate([prepared.split.train, prepared.split.val])
@@ -356,11 +388,8 @@ class Objective:
 
     def _single(self, trial, params, seed):
         X_train, _ = self.prepared.rows("train")
-        X_val, y_val = self.prepared.rows("val")
         tracker = _EpochTracker(
-            X_val,
-            y_val if self.labeled else None,
-            self.metric,
+            self.validation,
             trial,
             maximize=self.labeled,
             patience=self.config.patience,
@@ -387,9 +416,7 @@ class Objective:
             X_fit = pre.transform(table.features.iloc[fit_rows])
             X_held = pre.transform(table.features.iloc[held_rows])
             tracker = _EpochTracker(
-                X_held,
-                y[held_rows],
-                self.metric,
+                labeled_value(self.metric, X_held, y[held_rows]),
                 trial,
                 maximize=True,
                 patience=self.config.patience,
@@ -534,9 +561,11 @@ def _key(params: dict) -> str:
 def _build(config: TuneConfig):
     table = config.read()
     if table.labels is None:
-        raise DataError(
-            "tuning needs --label: without labeled anomalies there is no validation "
-            "metric to select a detector on"
+        if config.cv or config.objectives:
+            raise ConfigError("--cv and --objectives need labeled data (--label)")
+        logger.warning(
+            "no label column: trials are compared on the validation reconstruction error, "
+            "and the threshold is the training-score quantile"
         )
     prepared = prepare(table, seed=config.seed, train_on=config.train_on)
     space = default_space(prepared.X.shape[1])
@@ -808,7 +837,7 @@ def _finish(
             "pruner": "wilcoxon (folds)"
             if config.cv and config.pruner != "none"
             else config.pruner,
-            "objectives": _objective_names(config, True),
+            "objectives": _objective_names(config, objective.labeled),
             "directions": [d.name.lower() for d in study.directions],
             "resumed": resumed,
             "trials": counts,
@@ -830,18 +859,39 @@ def _finish(
     refit_start = time.perf_counter()
     detector.fit(X_train)
     X_val, y_val = prepared.rows("val")
+    X_test, y_test = prepared.rows("test")
     val_scores = detector.anomaly_score(X_val)
     if not np.isfinite(val_scores).all():
         raise TrainingError("the refitted best model gives non-finite validation scores")
-    threshold, _ = best_f1_threshold(y_val, val_scores)
-    detector.set_threshold(threshold, rule="maximises F1 on the validation split")
-    X_test, y_test = prepared.rows("test")
     test_scores = detector.anomaly_score(X_test)
-    metrics = {
-        "val": evaluate(y_val, val_scores, threshold),
-        "test": evaluate(y_test, test_scores, threshold),
-    }
-    refit_value = float(objective.metric(y_val, val_scores))
+    if objective.labeled:
+        threshold, _ = best_f1_threshold(y_val, val_scores)
+        rule = "maximises F1 on the validation split"
+        detector.set_threshold(threshold, rule=rule)
+        metrics = {
+            "val": evaluate(y_val, val_scores, threshold),
+            "test": evaluate(y_test, test_scores, threshold),
+        }
+        refit_value = float(objective.metric(y_val, val_scores))
+    else:
+        threshold, rule = detector.threshold_, detector.threshold_rule_
+        test_value = unlabeled_value(X_test, X_train)(detector)
+        refit_value = objective.validation(detector)
+        metrics = {
+            "val": {
+                "reconstruction_error": refit_value,
+                "flagged": float(np.mean(val_scores > threshold)),
+            },
+            "test": {
+                "reconstruction_error": test_value,
+                "flagged": float(np.mean(test_scores > threshold)),
+            },
+        }
+        summary["note"] = (
+            "no label column: trials were compared on the validation reconstruction error "
+            "(in units of each column's training spread) and the threshold is the "
+            "training-score quantile"
+        )
     refit = {
         "seed": seed,
         "epochs": best_epoch,
@@ -867,7 +917,7 @@ def _finish(
         },
         metrics=metrics,
         threshold=threshold,
-        threshold_rule="maximises F1 on the validation split",
+        threshold_rule=rule,
         refit=refit,
     )
     if len(study.directions) > 1:

@@ -262,6 +262,17 @@ def _print_summary(summary: dict, out) -> None:
     click.echo(f"best trial #{best['number']} ({study['objectives'][0]} {best['value']:.4f}):")
     for key, value in sorted(best["params"].items()):
         click.echo(f"  {key:<20} {value}")
+    if "auc_roc" not in summary["metrics"]["val"]:
+        for part in ("val", "test"):
+            m = summary["metrics"][part]
+            click.echo(
+                f"{part:<6} reconstruction error {m['reconstruction_error']:.4g}, "
+                f"{m['flagged']:.1%} of rows above the threshold"
+            )
+        click.echo(f"threshold {summary['threshold']:.6g} ({summary['threshold_rule']})")
+        click.echo(f"note: {summary['note']}")
+        click.echo(f"run folder: {out}")
+        return
     click.echo(f"{'split':<6} {'AUC-ROC':>8} {'AUC-PR':>8} {'F1':>6} {'prec':>6} {'recall':>6}")
     for part in ("val", "test"):
         m = summary["metrics"][part]

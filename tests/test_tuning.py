@@ -359,3 +359,26 @@ def test_space_command_prints_default_and_refines(workdir, capsys):
         tune_args("--trials", "2", "--study", "fine", "--space", "fine.toml"), capsys
     )
     assert code == 0, err
+
+
+def test_without_labels_tuning_falls_back_to_reconstruction_error(workdir, capsys):
+    frame = pd.read_csv(workdir / "planted.csv").drop(columns=["label"])
+    frame.to_csv(workdir / "unlabeled.csv", index=False)
+    code, out, err = run_cli(
+        ["tune", "unlabeled.csv", "--space", "space.toml", "--trials", "3", "--quiet", "--json"],
+        capsys,
+    )
+    assert code == 0, err
+    assert "no label column" in err
+    summary = json.loads(out)
+    assert summary["study"]["directions"] == ["minimize"]
+    assert summary["study"]["objectives"] == ["val_loss"]
+    assert "no label column" in summary["note"]
+    assert summary["refit"]["matches"] is True
+    assert summary["metrics"]["val"]["reconstruction_error"] == pytest.approx(
+        summary["best"]["value"]
+    )
+    assert "auc_roc" not in summary["metrics"]["test"]
+    trials = pd.read_csv(workdir / "runs" / "unlabeled" / "trials.csv")
+    best = trials[trials["state"] == "complete"]["value"].min()
+    assert summary["best"]["value"] == pytest.approx(best)
