@@ -233,6 +233,12 @@ def tune_command(
         workspace=workspace,
         out=out,
     )
+    if label is None:
+        click.echo(
+            "anomtune: note: no --label given, so trials are compared on the validation "
+            "reconstruction error and the threshold is the training-score quantile",
+            err=True,
+        )
     progress = _ProgressLine(quiet or as_json)
     try:
         result = run_study(config, on_progress=progress, argv=["anomtune", *sys.argv[1:]])
