@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from itertools import chain
 from numbers import Integral, Real
 
 import numpy as np
@@ -155,6 +157,15 @@ class AutoencoderDetector(OutlierMixin, BaseEstimator):
     seed_ : int
         The seed training used.
 
+    Notes
+    -----
+    Training and scoring run torch on one CPU thread and restore the thread
+    count afterwards: tabular batches are too small for intra-op threads to
+    pay, and threads waiting for busy cores slow parallel tuning workers down
+    many times over. Scores are computed in float64, so that a row's score
+    does not depend on the other rows scored with it; ``module_`` itself is
+    float32 and agrees with them to float32 rounding.
+
     Examples
     --------
     >>> import numpy as np
@@ -252,16 +263,33 @@ class AutoencoderDetector(OutlierMixin, BaseEstimator):
         if self.latent_dim is not None:
             _positive_int(self, "latent_dim")
         if self.hidden_sizes is not None:
-            sizes = list(self.hidden_sizes)
-            if not all(isinstance(s, Integral) and s >= 1 for s in sizes):
-                raise ConfigError(f"hidden_sizes must be positive integers, not {sizes!r}")
+            sizes = self.hidden_sizes
+            if (
+                isinstance(sizes, (str, bytes))
+                or not isinstance(sizes, Sequence | np.ndarray)
+                or not all(
+                    isinstance(s, Integral) and not isinstance(s, bool) and s >= 1 for s in sizes
+                )
+            ):
+                raise ConfigError(
+                    f"hidden_sizes must be a sequence of positive integers, not {sizes!r}"
+                )
+        for name in ("batch_norm", "early_stopping"):
+            if not isinstance(getattr(self, name), bool | np.bool_):
+                raise ConfigError(f"{name} must be True or False, not {getattr(self, name)!r}")
+        if self.batch_norm and self.batch_size == 1:
+            raise ConfigError(
+                "batch_size=1 cannot be used with batch_norm=True: batch norm needs at least "
+                "2 rows per batch"
+            )
         _real_in(self, "shrink", 0.0, 1.0, low_open=True)
         _real_in(self, "dropout", 0.0, 1.0, high_open=True)
         _real_in(self, "contamination", 0.0, 0.5, low_open=True)
         _real_in(self, "validation_fraction", 0.0, 1.0, low_open=True, high_open=True)
         _real_in(self, "sparsity_target", 0.0, 1.0, low_open=True, high_open=True)
         _real_in(self, "learning_rate", 0.0, math.inf, low_open=True)
-        for name in ("momentum", "weight_decay", "sparsity_weight", "contractive_weight", "beta"):
+        _real_in(self, "momentum", 0.0, 1.0, high_open=True)
+        for name in ("weight_decay", "sparsity_weight", "contractive_weight", "beta"):
             _real_in(self, name, 0.0, math.inf)
         if self.noise == "mask":
             _real_in(self, "noise_level", 0.0, 1.0, high_open=True)
@@ -310,7 +338,13 @@ class AutoencoderDetector(OutlierMixin, BaseEstimator):
         """
         self._check_params()
         X = validate_data(self, X, dtype=np.float32, ensure_min_samples=1)
-        rng = check_random_state(self.random_state)
+        try:
+            rng = check_random_state(self.random_state)
+        except ValueError:
+            raise ConfigError(
+                "random_state must be None, an integer or a numpy RandomState, "
+                f"not {self.random_state!r}"
+            ) from None
         seed = int(rng.randint(np.iinfo(np.int32).max))
         device = self._resolve_device()
         hidden, latent = self._architecture(X.shape[1])
@@ -320,13 +354,24 @@ class AutoencoderDetector(OutlierMixin, BaseEstimator):
         holdout = None
         if self.early_stopping and X.shape[0] >= 10:
             order = np.random.default_rng(seed).permutation(X.shape[0])
-            n_hold = max(1, round(self.validation_fraction * X.shape[0]))
+            # At least one row on each side, whatever the fraction.
+            n_hold = min(X.shape[0] - 1, max(1, round(self.validation_fraction * X.shape[0])))
             holdout = Xs[torch.from_numpy(order[:n_hold]).to(device)]
             Xs = Xs[torch.from_numpy(order[n_hold:]).to(device)]
 
-        fork_devices = [device.index or 0] if device.type == "cuda" else []
-        with torch.random.fork_rng(devices=fork_devices):
-            torch.manual_seed(seed)
+        # Weight initialisation (on the CPU) and dropout draw from torch's global
+        # generators, so they are seeded inside a fork that restores them on exit.
+        # torch.manual_seed would also reseed CUDA generators outside the fork.
+        fork_devices = []
+        if device.type == "cuda":
+            fork_devices = [
+                device.index if device.index is not None else torch.cuda.current_device()
+            ]
+        with _one_cpu_thread(device), torch.random.fork_rng(devices=fork_devices):
+            torch.random.default_generator.manual_seed(seed)
+            for index in fork_devices:
+                with torch.cuda.device(index):
+                    torch.cuda.manual_seed(seed)
             net = self._build_net(X.shape[1], hidden, latent).to(device)
             generator = torch.Generator(device=device)
             generator.manual_seed(seed)
@@ -415,6 +460,11 @@ class AutoencoderDetector(OutlierMixin, BaseEstimator):
         inputs = xb
         if self.variant == "denoising":
             inputs = losses.corrupt(xb, self.noise, self.noise_level, generator)
+        elif self.variant == "contractive":
+            # The Jacobian is taken on the same forward pass as the reconstruction,
+            # so it sees the same dropout mask and batch norm updates its
+            # statistics once per batch.
+            inputs = xb.detach().requires_grad_(True)
         recon, code = net(inputs)
         loss = losses.reconstruction_per_row(recon, xb, kind).mean() / xb.shape[1]
         if self.variant == "sparse":
@@ -424,13 +474,22 @@ class AutoencoderDetector(OutlierMixin, BaseEstimator):
                 penalty = losses.l1_activity(code)
             loss = loss + self.sparsity_weight * penalty
         elif self.variant == "contractive":
-            loss = loss + self.contractive_weight * losses.contractive_penalty(net.encoder, xb)
+            loss = loss + self.contractive_weight * losses.jacobian_penalty(code, inputs)
         return loss
 
     # -- thresholds ---------------------------------------------------------
 
     def set_threshold(self, threshold: float, *, rule: str = "user") -> AutoencoderDetector:
-        """Set the anomaly-score threshold (rows scoring above it are anomalies)."""
+        """Set the anomaly-score threshold (rows scoring above it are anomalies).
+
+        ``math.inf`` flags no row; ``-math.inf`` flags every row. Returns ``self``.
+        """
+        if (
+            not isinstance(threshold, Real)
+            or isinstance(threshold, bool)
+            or math.isnan(float(threshold))
+        ):
+            raise ConfigError(f"threshold must be a number (not NaN), not {threshold!r}")
         self.threshold_ = float(threshold)
         self.offset_ = -self.threshold_
         self.threshold_rule_ = rule
@@ -441,13 +500,22 @@ class AutoencoderDetector(OutlierMixin, BaseEstimator):
     def _forward(self, X) -> tuple[np.ndarray, np.ndarray]:
         check_is_fitted(self, "module_")
         X = validate_data(self, X, dtype=np.float32, reset=False)
+        module = self.module_
+        module.eval()
+        # Scoring runs in float64. In float32, a row's score depends on how many
+        # rows share its matrix product (the kernels round differently), so the
+        # same row could score differently alone and within a larger set.
+        state = {
+            name: t.double() if t.is_floating_point() else t
+            for name, t in chain(module.named_parameters(), module.named_buffers())
+        }
         scores = np.empty(X.shape[0], dtype=np.float64)
-        errors = np.empty(X.shape, dtype=np.float32)
-        self.module_.eval()
-        with torch.no_grad():
+        errors = np.empty(X.shape, dtype=np.float64)
+        with _one_cpu_thread(self.device_), torch.no_grad():
             for start in range(0, X.shape[0], _SCORE_BATCH):
-                chunk = torch.from_numpy(X[start : start + _SCORE_BATCH]).to(self.device_)
-                s, e = self.module_(chunk)
+                chunk = X[start : start + _SCORE_BATCH]
+                x = torch.from_numpy(chunk).to(self.device_, torch.float64)
+                s, e = torch.func.functional_call(module, state, (x,))
                 scores[start : start + len(chunk)] = s.cpu().numpy()
                 errors[start : start + len(chunk)] = e.cpu().numpy()
         return scores, errors
@@ -469,8 +537,34 @@ class AutoencoderDetector(OutlierMixin, BaseEstimator):
         return self.score_samples(X) - self.offset_
 
     def predict(self, X) -> np.ndarray:
-        """-1 for anomalies (score above ``threshold_``), +1 for normal rows."""
-        return np.where(self.decision_function(X) < 0, -1, 1)
+        """-1 for anomalies (score above ``threshold_``), +1 for normal rows.
+
+        The same as ``decision_function(X) < 0``, without the NaN that an
+        infinite score minus an infinite threshold would give there.
+        """
+        return np.where(self.anomaly_score(X) > self.threshold_, -1, 1)
+
+
+@contextlib.contextmanager
+def _one_cpu_thread(device: torch.device) -> Iterator[None]:
+    """Run torch's CPU operations on one thread, then restore the thread count.
+
+    The batches of a tabular autoencoder are too small for intra-op threads to
+    pay: each batch-norm or linear call waits for every thread, and when other
+    processes (parallel tuning workers, other tests) keep the cores busy that
+    wait makes training and scoring tens of times slower. One thread also makes
+    the trained weights independent of the machine's core count. Scoring at
+    scale belongs to the exported ONNX model, which has its own threads.
+    """
+    previous = torch.get_num_threads()
+    if device.type != "cpu" or previous == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 def _positive_int(est, name: str, minimum: int = 1) -> None:

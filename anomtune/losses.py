@@ -13,6 +13,7 @@ __all__ = [
     "contractive_penalty",
     "corrupt",
     "gaussian_kl_per_row",
+    "jacobian_penalty",
     "kl_sparsity",
     "l1_activity",
     "reconstruction_per_row",
@@ -52,15 +53,23 @@ def kl_sparsity(code: torch.Tensor, target: float) -> torch.Tensor:
 
 
 def contractive_penalty(encoder: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """Mean over rows of the squared Frobenius norm of the encoder's Jacobian.
+    """Mean over rows of the squared Frobenius norm of the encoder's Jacobian at ``x``.
 
-    Computed exactly with one backward pass per code unit: because rows do
-    not interact (no batch norm in training mode), the gradient of the batch
-    sum of code unit ``j`` with respect to row ``b`` is row ``b``'s Jacobian
-    row ``j``. ``create_graph`` keeps the penalty differentiable.
+    Exact when rows do not interact in ``encoder`` (no batch norm in training
+    mode); see :func:`jacobian_penalty`.
     """
     x = x.detach().requires_grad_(True)
-    code = encoder(x)
+    return jacobian_penalty(encoder(x), x)
+
+
+def jacobian_penalty(code: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """Mean over rows of the squared Frobenius norm of ``d code / d x``.
+
+    ``code`` must have been computed from ``x`` (which requires grad). One
+    backward pass per code unit: because rows do not interact, the gradient of
+    the batch sum of code unit ``j`` with respect to row ``b`` is row ``b``'s
+    Jacobian row ``j``. ``create_graph`` keeps the penalty differentiable.
+    """
     total = x.new_zeros(x.shape[0])
     for j in range(code.shape[1]):
         (grad,) = torch.autograd.grad(code[:, j].sum(), x, create_graph=True)
