@@ -16,6 +16,7 @@ from anomtune import __version__
 from anomtune.cli.export import export_command
 from anomtune.cli.fit import fit_command
 from anomtune.cli.score import score_command
+from anomtune.cli.serve import serve_command
 from anomtune.cli.space import space_command
 from anomtune.cli.tune import tune_command
 from anomtune.errors import AnomtuneError
@@ -49,6 +50,7 @@ cli.add_command(tune_command)
 cli.add_command(space_command)
 cli.add_command(export_command)
 cli.add_command(score_command)
+cli.add_command(serve_command)
 
 
 def main(argv: list[str] | None = None) -> None:
