@@ -113,33 +113,52 @@ class ModelInfo:
 
 
 Resolver = Callable[[], tuple[bytes, Any]]
+"""Returns the model's bytes and an object or mapping with ``name`` and ``version``."""
 
 
-def _resolve(ref: str, *, registry: str | None = None) -> tuple[bytes, ModelInfo]:
+def _resolve(ref: str, *, registry: str | None = None) -> tuple[bytes, Any]:
     """The bytes and identity of the model a reference names.
 
-    Only paths to ``.onnx`` files are resolved here for now; registry
-    references (``name``, ``name/3``, ``name@alias``) need the registry's
-    resolver.
+    A path to a model file (ending in ``.onnx``, or any existing file) is read
+    here; registry references (``name``, ``name/3``, ``name@alias``) go to
+    ``anomtune.registry.resolve``, which returns the bytes and an info object
+    with ``name`` and ``version``.
     """
     text = str(ref).strip()
     if not text:
         raise ConfigError("empty model reference")
-    if not text.lower().endswith(".onnx"):
-        raise ConfigError(
-            f"{text!r} is a registry reference, and resolving registry references is not "
-            "available yet; give the path of an .onnx file"
-        )
     path = Path(text)
+    if text.lower().endswith(".onnx") or path.is_file():
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError as exc:
+            raise DataError(f"{path}: no such model file") from exc
+        except IsADirectoryError as exc:
+            raise DataError(f"{path}: is a folder, not a model file") from exc
+        except OSError as exc:
+            raise DataError(f"{path}: cannot read: {exc.strerror}") from exc
+        return data, ModelInfo(name=path.stem, version=None, ref=path.name)
     try:
-        data = path.read_bytes()
-    except FileNotFoundError as exc:
-        raise DataError(f"{path}: no such model file") from exc
-    except IsADirectoryError as exc:
-        raise DataError(f"{path}: is a folder, not a model file") from exc
-    except OSError as exc:
-        raise DataError(f"{path}: cannot read: {exc.strerror}") from exc
-    return data, ModelInfo(name=path.stem, version=None, ref=path.name)
+        from anomtune.registry import resolve
+    except ImportError:
+        raise ConfigError(
+            f"{text!r} is a registry reference, and this installation's registry cannot "
+            "resolve references yet; give the path of an .onnx file"
+        ) from None
+    data, info = resolve(text, registry=registry)
+    return data, _with_ref(info, text)
+
+
+def _with_ref(info: Any, ref: str) -> Any:
+    if isinstance(info, Mapping):
+        return {"ref": ref, **info}
+    if getattr(info, "ref", None):
+        return info
+    return {
+        "name": getattr(info, "name", None),
+        "version": getattr(info, "version", None),
+        "ref": ref,
+    }
 
 
 def resolver_for(ref: str, *, registry: str | None = None) -> Resolver:
@@ -150,7 +169,8 @@ def resolver_for(ref: str, *, registry: str | None = None) -> Resolver:
 def reference_can_move(ref: str) -> bool:
     """Whether a reference may name another model later (a bare name or an alias)."""
     text = str(ref).strip()
-    return not (text.lower().endswith(".onnx") or _VERSION_REF.fullmatch(text))
+    fixed = text.lower().endswith(".onnx") or _VERSION_REF.fullmatch(text) or Path(text).is_file()
+    return not fixed
 
 
 def _info_from(raw: Any, sha256: str) -> ModelInfo:

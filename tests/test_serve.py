@@ -525,3 +525,25 @@ def test_create_app_checks_its_arguments(models):
             create_app(models[0], **kwargs)
     with pytest.raises(DataError, match="not a loadable ONNX model"):
         create_app(lambda: (b"not onnx", ModelInfo("x", 1, "x")))
+
+
+def test_registry_references_go_through_the_registry_resolver(models, monkeypatch):
+    import anomtune.registry
+
+    champion = Promotions(models)
+    asked = []
+
+    def resolve(ref, registry=None):
+        asked.append((ref, registry))
+        return champion()
+
+    monkeypatch.setattr(anomtune.registry, "resolve", resolve, raising=False)
+    with running(create_app("mixed@champion", registry="reg")) as url:
+        status, head, _ = call(url, "/invocations", split([ROW]))
+        assert status == 200 and head["X-Anomtune-Model-Version"] == "1"
+        champion.version = 2
+        assert call(url, "/reload", b"", method="POST")[2]["changed"] is True
+        status, head, answer = call(url, "/invocations", split([ROW]))
+        assert head["X-Anomtune-Model-Version"] == "2" and answer["model"]["version"] == 2
+        assert call(url, "/metadata")[2]["ref"] == "mixed@champion"
+    assert asked == [("mixed@champion", "reg")] * 2
