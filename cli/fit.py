@@ -6,7 +6,13 @@ import time
 
 import click
 
-from anomtune.cli.options import data_options, load_table, parse_params, print_json
+from anomtune.cli.options import (
+    data_options,
+    load_table,
+    parse_params,
+    print_json,
+    train_on_option,
+)
 
 __all__ = ["fit_command"]
 
@@ -20,13 +26,7 @@ __all__ = ["fit_command"]
     show_default=True,
     help="Split and training seed.",
 )
-@click.option(
-    "--train-on",
-    type=click.Choice(["normal", "all"]),
-    default="normal",
-    show_default=True,
-    help="Fit on the normal training rows, or on all of them (labels unused).",
-)
+@train_on_option
 @click.option(
     "--param",
     "params",

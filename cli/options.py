@@ -11,7 +11,15 @@ import click
 from anomtune.data import Table, read_table
 from anomtune.errors import ConfigError
 
-__all__ = ["data_options", "load_table", "parse_params", "print_json", "split_names"]
+__all__ = [
+    "data_options",
+    "load_table",
+    "parse_params",
+    "print_json",
+    "read_kwargs",
+    "split_names",
+    "train_on_option",
+]
 
 
 def split_names(value: tuple[str, ...]) -> list[str]:
@@ -73,14 +81,30 @@ def load_table(
 ) -> Table:
     return read_table(
         data,
-        label=label,
-        positive=positive,
-        features=split_names(features) or None,
-        exclude=split_names(exclude),
-        id_column=id_column,
-        categorical=split_names(categorical),
-        sep=sep,
+        **read_kwargs(label, positive, features, exclude, id_column, categorical, sep),
     )
+
+
+def read_kwargs(label, positive, features, exclude, id_column, categorical, sep) -> dict:
+    """The keyword arguments of ``read_table`` from the data options' values."""
+    return {
+        "label": label,
+        "positive": positive,
+        "features": split_names(features) or None,
+        "exclude": split_names(exclude),
+        "id_column": id_column,
+        "categorical": split_names(categorical),
+        "sep": sep,
+    }
+
+
+train_on_option = click.option(
+    "--train-on",
+    type=click.Choice(["normal", "all"]),
+    default="normal",
+    show_default=True,
+    help="Train on the normal training rows, or on all of them (labels unused).",
+)
 
 
 # Python spellings people type for JSON's true/false/null.

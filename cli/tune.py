@@ -8,7 +8,13 @@ from pathlib import Path
 
 import click
 
-from anomtune.cli.options import data_options, print_json, split_names
+from anomtune.cli.options import (
+    data_options,
+    print_json,
+    read_kwargs,
+    split_names,
+    train_on_option,
+)
 
 __all__ = ["tune_command"]
 
@@ -122,13 +128,7 @@ def _clock(seconds: float) -> str:
     "--workers", type=int, default=1, show_default=True, help="Worker processes sharing the study."
 )
 @click.option("--cv", type=int, help="Select with K-fold cross-validation on train+validation.")
-@click.option(
-    "--train-on",
-    type=click.Choice(["normal", "all"]),
-    default="normal",
-    show_default=True,
-    help="Train on the normal training rows, or on all of them.",
-)
+@train_on_option
 @click.option(
     "--space",
     "space_file",
@@ -208,13 +208,7 @@ def tune_command(
     optuna.logging.set_verbosity(optuna.logging.DEBUG if debug else optuna.logging.ERROR)
     config = TuneConfig(
         data=data,
-        label=label,
-        positive=positive,
-        features=split_names(features) or None,
-        exclude=split_names(exclude),
-        id_column=id_column,
-        categorical=split_names(categorical),
-        sep=sep,
+        **read_kwargs(label, positive, features, exclude, id_column, categorical, sep),
         metric=metric,
         objectives=split_names((objectives,)) if objectives else None,
         tolerance=tolerance,

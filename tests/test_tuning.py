@@ -369,7 +369,7 @@ def test_without_labels_tuning_falls_back_to_reconstruction_error(workdir, capsy
         capsys,
     )
     assert code == 0, err
-    assert "no label column" in err
+    assert "no --label given" in err
     summary = json.loads(out)
     assert summary["study"]["directions"] == ["minimize"]
     assert summary["study"]["objectives"] == ["val_loss"]
