@@ -229,18 +229,19 @@ class LoadedModel:
         block = np.empty((n, len(self.numeric)), dtype=np.float32)
         for j, name in enumerate(self.numeric):
             values = _numeric_column(name, columns[name], n)
-            bad = ~np.isfinite(values)
+            with np.errstate(over="ignore"):
+                block[:, j] = values
+            bad = ~np.isfinite(block[:, j])
             if bad.any():
                 pos = int(np.flatnonzero(bad)[0])
                 if np.isinf(values[pos]):
-                    raise RequestError(
-                        400,
-                        "BAD_REQUEST",
-                        f"column {name!r} has an infinite value at row {pos + 1}",
+                    raise _bad(f"column {name!r} has an infinite value at row {pos + 1}")
+                if np.isinf(block[pos, j]):
+                    raise _bad(
+                        f"column {name!r} has a value too large for float32 at row {pos + 1}"
                     )
                 if reject_missing:
                     raise _missing_error(name, pos)
-            block[:, j] = values
         feeds = {"numeric": block}
         if self.categorical:
             cats = np.empty((n, len(self.categorical)), dtype=object)
@@ -282,7 +283,7 @@ def _numeric_column(name: str, values, n: int) -> np.ndarray:
         array = np.asarray(values, dtype=np.float64)
         if array.shape == (n,):
             return array
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         pass
     # Slow path: find the value numpy refused, or convert one by one.
     out = np.empty(n, dtype=np.float64)
@@ -291,8 +292,13 @@ def _numeric_column(name: str, values, n: int) -> np.ndarray:
             out[i] = math.nan
             continue
         if isinstance(value, (bool, int, float, np.number)):
-            out[i] = float(value)
-            continue
+            try:
+                out[i] = float(value)
+                continue
+            except OverflowError:
+                raise _bad(
+                    f"column {name!r} has a value too large for float32 at row {i + 1}"
+                ) from None
         if isinstance(value, str):
             try:
                 out[i] = float(value.strip())
@@ -438,6 +444,8 @@ def parse_json(body: bytes) -> Any:
         raise _malformed("the body is not UTF-8 text") from None
     except RecursionError:
         raise _malformed("the JSON is nested too deeply") from None
+    except ValueError as exc:  # such as an integer with too many digits
+        raise _malformed(f"malformed JSON: {exc}") from None
 
 
 def columns_from_json(

@@ -230,6 +230,10 @@ BAD_REQUESTS = [
     ("list-in-number", split([ROW, [[1], *ROW[1:]]]), 400, "row 2 holds a list"),
     ("object-in-category", split([[*ROW[:4], {"x": 1}, "s"]]), 400, "categorical values"),
     ("infinite-string", split([["inf", *ROW[1:]]]), 400, "infinite value at row 1"),
+    ("huge-integer", split([ROW, [10**400, *ROW[1:]]]), 400, "too large for float32 at row 2"),
+    ("float32-overflow", split([[*ROW[:3], 1e39, *ROW[4:]]]), 400, "column 'd' has a value too"),
+    ("json-overflow", b'{"inputs": [[1e999, 1, 1, 1, "a", "s"]]}', 400, "infinite value"),
+    ("too-many-digits", b'{"inputs": [[' + b"9" * 5000 + b"]]}", 400, "malformed JSON"),
     ("empty-batch", split([]), 400, "no rows"),
     ("empty-records", {"dataframe_records": []}, 400, "no rows"),
     ("empty-columns", {"inputs": {}}, 400, "no rows"),
@@ -303,11 +307,14 @@ def test_body_limit_holds_without_content_length(models):
             )
             chunk = b" " * 1500
             conn.sendall(head.encode() + b"%x\r\n%s\r\n" % (len(chunk), chunk) * 2 + b"0\r\n\r\n")
-            reply = conn.recv(65536).decode()
+            reply = b""
+            while b"BODY_TOO_LARGE" not in reply and (chunk := conn.recv(65536)):
+                reply += chunk
+            reply = reply.decode()
         assert reply.startswith("HTTP/1.1 413") and "BODY_TOO_LARGE" in reply
 
 
-def test_token_guards_scoring_but_not_health(models, monkeypatch):
+def test_token_guards_scoring_but_not_health(models):
     with running(create_app(models[0], token=TOKEN)) as url:
         for path in ("/ping", "/health", "/version", "/openapi.json"):
             assert call(url, path)[0] == 200
