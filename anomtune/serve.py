@@ -358,8 +358,6 @@ class ModelHolder:
         self.threads = threads
         self._lock = threading.Lock()
         self.current: LoadedModel = self._load(*self._fetch())
-        self.last_check = time.time()
-        self.last_error: str | None = None
 
     def _fetch(self) -> tuple[bytes, ModelInfo]:
         data, raw = self.resolver()
@@ -372,29 +370,17 @@ class ModelHolder:
         """Resolve again; load and swap in the model if it changed. Returns what happened."""
         with self._lock:
             previous = self.current
-            try:
-                data, info = self._fetch()
-                changed = (info.sha256, info.version, info.name) != (
-                    previous.info.sha256,
-                    previous.info.version,
-                    previous.info.name,
-                )
-                if changed:
-                    fresh = self._load(data, info)
-                    if fresh.feature_names != previous.feature_names:
-                        logger.warning(
-                            "the new model %s takes other columns than %s",
-                            _label(info),
-                            _label(previous.info),
-                        )
-                    self.current = fresh  # one reference assignment: requests see old or new
-                    logger.warning("now serving %s (was %s)", _label(info), _label(previous.info))
-            except Exception as exc:
-                self.last_error = str(exc) if isinstance(exc, AnomtuneError) else type(exc).__name__
-                raise
-            finally:
-                self.last_check = time.time()
-            self.last_error = None
+            data, info = self._fetch()
+            old = previous.info
+            changed = (info.sha256, info.version, info.name) != (old.sha256, old.version, old.name)
+            if changed:
+                fresh = self._load(data, info)
+                if fresh.feature_names != previous.feature_names:
+                    logger.warning(
+                        "the new model %s takes other columns than %s", _label(info), _label(old)
+                    )
+                self.current = fresh  # one reference assignment: requests see old or new
+                logger.info("now serving %s (was %s)", _label(info), _label(old))
         return {
             "changed": changed,
             "model": self.current.info.to_dict(),
@@ -797,7 +783,6 @@ def create_app(
 
 
 def _build_app(holder, *, token, interval, max_body_bytes, max_rows, reject_missing):
-
     @contextlib.asynccontextmanager
     async def lifespan(app):
         task = asyncio.create_task(_reload_loop(holder, interval)) if interval > 0 else None

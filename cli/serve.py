@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import logging
 
 import click
 
@@ -98,6 +99,9 @@ def serve_command(
     import uvicorn
 
     from anomtune.serve import create_app
+
+    # Model swaps and failed reloads are worth seeing without --debug.
+    logging.getLogger("anomtune.serve").setLevel(logging.INFO)
 
     app = create_app(
         model,
