@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from anomtune.errors import ConfigError, DataError
-from anomtune.scoring import Scorer
+from anomtune.scoring import Scorer, category_text
 
 __all__ = ["BatchResult", "score_file"]
 
@@ -167,23 +167,17 @@ def _feeds(batch, scorer: Scorer, first_row: int, source: str) -> dict:
     if bad.any():
         row, col = np.argwhere(bad)[0]
         raise DataError(
-            f"{source}: column {scorer.numeric[col]!r} has an infinite value at row "
-            f"{first_row + int(row) + 1}"
+            f"{source}: column {scorer.numeric[col]!r} has an infinite or out-of-range "
+            f"value at row {first_row + int(row) + 1}"
         )
     feeds = {"numeric": numeric}
     if scorer.categorical:
         block = np.empty((n, len(scorer.categorical)), dtype=object)
         for j, name in enumerate(scorer.categorical):
             values = batch.column(name).to_pylist()
-            block[:, j] = ["" if v is None else _text(v) for v in values]
+            block[:, j] = ["" if v is None else category_text(v) for v in values]
         feeds["categorical"] = block.astype(str)
     return feeds
-
-
-def _text(value) -> str:
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    return str(value)
 
 
 def _labels(batch, label: str, positive: str) -> np.ndarray:
@@ -191,7 +185,9 @@ def _labels(batch, label: str, positive: str) -> np.ndarray:
     if any(v is None for v in values):
         raise DataError(f"label column {label!r} has a missing value")
     return np.fromiter(
-        (_text(v).strip().lower() == positive for v in values), dtype=bool, count=len(values)
+        (category_text(v).strip().lower() == positive for v in values),
+        dtype=bool,
+        count=len(values),
     )
 
 

@@ -15,7 +15,7 @@ import pandas as pd
 
 from anomtune.errors import DataError
 
-__all__ = ["ScoreResult", "Scorer", "encode_frame", "load_scorer", "open_model"]
+__all__ = ["ScoreResult", "Scorer", "category_text", "encode_frame", "load_scorer", "open_model"]
 
 
 @dataclass
@@ -109,20 +109,24 @@ def encode_frame(frame: pd.DataFrame, numeric: list[str], categorical: list[str]
                     f"column {name!r} is numeric but row {pos + 1} holds {str(column.iloc[pos])!r}"
                 )
             column = parsed
-        values = column.to_numpy(dtype=np.float64, na_value=np.nan)
-        if np.isinf(values).any():
-            pos = int(np.flatnonzero(np.isinf(values))[0])
-            raise DataError(f"column {name!r} has an infinite value at row {pos + 1}")
-        block[:, j] = values
+        # Checked after the cast: a value beyond float32's range becomes infinite.
+        block[:, j] = column.to_numpy(dtype=np.float64, na_value=np.nan)
+        bad = np.isinf(block[:, j])
+        if bad.any():
+            pos = int(np.flatnonzero(bad)[0])
+            raise DataError(
+                f"column {name!r} has an infinite or out-of-range value at row {pos + 1}"
+            )
     feeds = {"numeric": block}
     if categorical:
         cats = frame[categorical].astype("object")
         cats = cats.where(cats.notna(), "")
-        feeds["categorical"] = cats.map(_category_text).to_numpy(dtype=object).astype(str)
+        feeds["categorical"] = cats.map(category_text).to_numpy(dtype=object).astype(str)
     return feeds
 
 
-def _category_text(value) -> str:
+def category_text(value) -> str:
+    """The text a categorical value is looked up by (``1.0`` reads as ``"1"``)."""
     if isinstance(value, float) and value.is_integer():
         return str(int(value))
     return str(value)

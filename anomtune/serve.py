@@ -68,7 +68,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from anomtune import __version__
 from anomtune.errors import AnomtuneError, ConfigError, DataError
-from anomtune.scoring import Scorer, _category_text
+from anomtune.scoring import Scorer, category_text
 
 __all__ = [
     "DEFAULT_MAX_BODY_BYTES",
@@ -323,7 +323,7 @@ def _categorical_column(name: str, values, reject_missing: bool) -> list[str]:
         elif isinstance(value, str):
             out.append(value)
         elif isinstance(value, (bool, int, float, np.generic)):
-            out.append(_category_text(value))
+            out.append(category_text(value))
         else:
             raise RequestError(
                 400,

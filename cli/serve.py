@@ -12,7 +12,14 @@ __all__ = ["serve_command"]
 
 @click.command("serve")
 @click.argument("model")
-@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    envvar="ANOMTUNE_HOST",
+    show_envvar=True,
+    help="Address to listen on.",
+)
 @click.option("--port", default=8080, show_default=True, type=click.IntRange(0, 65535))
 @click.option(
     "--threads",

@@ -219,7 +219,10 @@ def test_stdin_to_stdout_without_torch(model_path, tmp_path):
     [
         (lambda f: f.drop(columns=["b"]), "missing column 'b'"),
         (lambda f: f.assign(a=f["a"].astype(object).where(f.index != 7, "oops")), "not a number"),
-        (lambda f: f.assign(c=f["c"].where(f.index != 3, np.inf)), "infinite value at row 4"),
+        (
+            lambda f: f.assign(c=f["c"].where(f.index != 3, np.inf)),
+            "infinite or out-of-range value at row 4",
+        ),
         (lambda f: f.iloc[:0], "no data rows"),
     ],
 )
@@ -245,3 +248,11 @@ def test_unknown_model_file_is_one_line(tmp_path, capsys):
         code, _, err = run(["score", str(ref), str(tmp_path / "x.csv")], capsys)
         assert code == 2 and needle in err
         assert len(err.strip().splitlines()) == 1
+
+
+def test_values_beyond_float32_are_rejected_not_scored_as_nan(model_path):
+    frame = make_frame(5, 7)
+    frame.loc[2, "a"] = 1e39
+    scorer = anomtune.load(str(model_path))
+    with pytest.raises(anomtune.DataError, match="out-of-range value at row 3"):
+        scorer.score(frame)
