@@ -62,7 +62,7 @@ logger = logging.getLogger(__name__)
 
 SAMPLERS = ("grid", "random", "tpe", "gp", "cmaes", "qmc")
 PRUNERS = ("none", "median", "sha", "hyperband")
-DEFAULT_PRUNER = "median"
+DEFAULT_PRUNER = "sha"
 METRICS = ("auc-roc", "auc-pr", "f1")
 SECONDARY = ("latency", "size")
 PATIENCE = 20

@@ -114,10 +114,10 @@ def _clock(seconds: float) -> str:
 )
 @click.option(
     "--pruner",
-    type=click.Choice(["median", "sha", "hyperband", "none"]),
-    default="median",
+    type=click.Choice(["sha", "median", "hyperband", "none"]),
+    default="sha",
     show_default=True,
-    help="Stop weak trials early: median, successive halving, Hyperband or none.",
+    help="Stop weak trials early: successive halving (chosen by benchmarks/pruning.py), median, Hyperband or none.",
 )
 @click.option("--trials", type=int, default=30, show_default=True, help="Trials to add.")
 @click.option("--timeout", type=float, help="Stop starting new trials after this many seconds.")
