@@ -117,7 +117,7 @@ def _clock(seconds: float) -> str:
     type=click.Choice(["sha", "median", "hyperband", "none"]),
     default="sha",
     show_default=True,
-    help="Stop weak trials early: successive halving (chosen by benchmarks/pruning.py), median, Hyperband or none.",
+    help="Stop weak trials early: successive halving, median, Hyperband or none.",
 )
 @click.option("--trials", type=int, default=30, show_default=True, help="Trials to add.")
 @click.option("--timeout", type=float, help="Stop starting new trials after this many seconds.")
