@@ -1,0 +1,104 @@
+"""Registering models: from a ``tune`` run folder or an exported ``.onnx`` file.
+
+This is the write side: it may import onnx (for its checker) and, to export
+a run, torch through :mod:`anomtune.export`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from anomtune.registry._errors import RegistryError
+from anomtune.registry._names import validate_name, validate_tag
+from anomtune.registry._registry import ModelVersion, Registry, graph_metadata
+
+__all__ = ["FORMAT", "check_model_bytes", "register_onnx", "register_run"]
+
+FORMAT = "anomtune-onnx/1"
+
+
+def _lineage(metadata: dict, **extra) -> dict:
+    lineage = dict(metadata.get("lineage") or {})
+    if metadata.get("data_fingerprint"):
+        lineage.setdefault("data_fingerprint", metadata["data_fingerprint"])
+    lineage.update({k: v for k, v in extra.items() if v is not None})
+    return lineage
+
+
+def check_model_bytes(data: bytes, source: str) -> dict:
+    """Refuse bytes that are not a valid, parity-checked anomtune graph; return its metadata."""
+    import onnx
+
+    try:
+        model = onnx.load_from_string(data)
+        onnx.checker.check_model(model, full_check=True)
+    except Exception as exc:  # onnx raises several exception types
+        first = (str(exc).strip() or type(exc).__name__).splitlines()[0]
+        raise RegistryError(f"{source}: not a valid ONNX model: {first}") from exc
+    metadata = graph_metadata(data, source)
+    if metadata.get("format") != FORMAT:
+        raise RegistryError(
+            f"{source}: unknown anomtune model format {metadata.get('format')!r} "
+            f"(expected {FORMAT!r})"
+        )
+    parity = metadata.get("parity")
+    if isinstance(parity, dict) and parity.get("passed") is False:
+        raise RegistryError(f"{source}: the export's parity check failed; not registering it")
+    return metadata
+
+
+def register_onnx(
+    registry: Registry,
+    path: str | Path,
+    *,
+    name: str,
+    description: str = "",
+    tags: dict[str, str] | None = None,
+) -> ModelVersion:
+    """Register an already exported anomtune ``.onnx`` file."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError as exc:
+        raise RegistryError(f"{path}: no such model file") from exc
+    except OSError as exc:
+        raise RegistryError(f"{path}: cannot read: {exc.strerror}") from exc
+    metadata = check_model_bytes(data, str(path))
+    return registry.register(
+        data,
+        name=name,
+        metadata=metadata,
+        lineage=_lineage(metadata, source_file=str(path.resolve())),
+        description=description,
+        tags=tags,
+    )
+
+
+def register_run(
+    registry: Registry,
+    run_dir: str | Path,
+    *,
+    name: str,
+    description: str = "",
+    tags: dict[str, str] | None = None,
+) -> ModelVersion:
+    """Export the best model of a run folder (parity-checked) and register it."""
+    from anomtune.export import export_run
+
+    # Names and tags are checked before the (slow) export.
+    validate_name(name)
+    for key, value in (tags or {}).items():
+        validate_tag(key, value)
+    data, extra = export_run(run_dir)
+    metadata = check_model_bytes(data, str(run_dir))
+    lineage = dict(extra.get("lineage") or {})
+    if extra.get("data_fingerprint"):
+        lineage["data_fingerprint"] = extra["data_fingerprint"]
+    return registry.register(
+        data,
+        name=name,
+        metadata=metadata,
+        lineage=_lineage(metadata, **lineage),
+        description=description,
+        tags=tags,
+    )

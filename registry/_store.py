@@ -1,0 +1,128 @@
+"""Content-addressed model files: ``files/sha256/ab/<sha256>.onnx``.
+
+A file is written under a temporary name in its final folder (so on the
+same filesystem), flushed and fsynced, then moved into place with
+``os.replace``, which readers see as all or nothing. Identical bytes share
+one file. Reading checks the bytes against the recorded hash.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+
+from anomtune.registry._errors import IntegrityError
+
+__all__ = [
+    "TEMP_PREFIX",
+    "blob_relpath",
+    "file_sha256",
+    "fsync_dir",
+    "place",
+    "read_verified",
+    "scan",
+    "sha256_hex",
+    "stage",
+]
+
+TEMP_PREFIX = ".tmp-"
+SUFFIX = ".onnx"
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def blob_relpath(digest: str) -> str:
+    """The file's place under the files folder, always with ``/`` separators."""
+    return f"sha256/{digest[:2]}/{digest}{SUFFIX}"
+
+
+def fsync_dir(folder: Path) -> None:
+    """Make a rename in ``folder`` durable (a no-op where folders cannot be opened)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def stage(final: Path, data: bytes) -> Path:
+    """Write ``data`` to a fsynced temporary file beside ``final``; return its path."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.with_name(f"{TEMP_PREFIX}{final.stem[:16]}-{os.getpid()}-{secrets.token_hex(4)}")
+    try:
+        with open(tmp, "xb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return tmp
+
+
+def place(tmp: Path, final: Path, digest: str) -> bool:
+    """Move a staged file into its content-addressed place.
+
+    Returns False, leaving ``tmp`` for the caller to remove, when the place
+    already holds exactly these bytes; a damaged file there is replaced.
+    """
+    if final.is_file():
+        try:
+            if file_sha256(final) == digest:
+                return False
+        except OSError:
+            pass
+    os.replace(tmp, final)
+    fsync_dir(final.parent)
+    return True
+
+
+def read_verified(path: Path, digest: str, what: str) -> bytes:
+    """The bytes of ``path``, refused unless their sha256 is ``digest``."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError as exc:
+        raise IntegrityError(f"{what}: the model file {path} is missing") from exc
+    except OSError as exc:
+        raise IntegrityError(f"{what}: cannot read the model file {path}: {exc.strerror}") from exc
+    found = sha256_hex(data)
+    if found != digest:
+        raise IntegrityError(
+            f"{what}: the model file {path} does not match its recorded sha256 "
+            f"(expected {digest[:12]}…, found {found[:12]}…); it was modified or corrupted, "
+            "so it is refused"
+        )
+    return data
+
+
+def scan(root: Path) -> Iterator[tuple[str, Path]]:
+    """Every ``("blob", path)`` and ``("temp", path)`` under the files folder."""
+    base = root / "sha256"
+    if not base.is_dir():
+        return
+    for sub in sorted(base.iterdir()):
+        if not sub.is_dir():
+            continue
+        for path in sorted(sub.iterdir()):
+            if path.name.startswith(TEMP_PREFIX):
+                yield "temp", path
+            elif path.suffix == SUFFIX:
+                yield "blob", path
