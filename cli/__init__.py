@@ -15,6 +15,7 @@ import click
 from anomtune import __version__
 from anomtune.cli.export import export_command
 from anomtune.cli.fit import fit_command
+from anomtune.cli.registry import registry_group
 from anomtune.cli.score import score_command
 from anomtune.cli.serve import serve_command
 from anomtune.cli.space import space_command
@@ -46,6 +47,7 @@ def cli(ctx: click.Context, debug: bool) -> None:
 
 
 cli.add_command(fit_command)
+cli.add_command(registry_group)
 cli.add_command(tune_command)
 cli.add_command(space_command)
 cli.add_command(export_command)
