@@ -1,0 +1,231 @@
+"""Time per training epoch: anomtune's default detector against PyOD's AutoEncoder.
+
+Both train the same layer sizes (anomtune's defaults, read from a fitted
+detector) with the same batch size, batch norm, dropout, activation,
+optimizer, learning rate and weight decay on the same rows: the normal rows
+of the protocol's training split (seed 0) of each ADBench data set. Both
+standardise the inputs inside ``fit``. The time per epoch is the wall time
+of a whole ``fit`` divided by its epochs, repeated; the table quotes medians.
+
+    python benchmarks/training.py ../shared/datasets
+    python benchmarks/training.py ../shared/datasets --datasets cardio --threads 1
+
+Known differences between the two networks: PyOD puts batch norm, the
+activation and dropout after the bottleneck layer too (anomtune's bottleneck
+is linear), and PyOD drops the last incomplete batch of an epoch.
+
+The ``load`` column is the 1-minute load average around the measurement.
+Above the number of CPUs, other processes competed for the cores and the
+times, the multi-threaded ones above all, are inflated.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import platform
+import statistics
+import sys
+import time
+from importlib.metadata import version
+from pathlib import Path
+
+import numpy as np
+import torch
+from sklearn.model_selection import train_test_split
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from adbench import load
+
+from anomtune import AutoencoderDetector
+
+DATASETS = ("cardio", "satellite", "thyroid", "mnist")
+DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "training.csv"
+COLUMNS = [
+    "dataset",
+    "rows",
+    "features",
+    "threads",
+    "anomtune_threads",
+    "epochs",
+    "repeats",
+    "anomtune_ms_per_epoch",
+    "pyod_ms_per_epoch",
+    "speedup",
+    "anomtune_runs_ms",
+    "pyod_runs_ms",
+    "torch",
+    "pyod",
+    "anomtune",
+    "python",
+    "cpu_count",
+    "cpu",
+    "load_1min",
+]
+
+
+def normal_train_rows(root: str, name: str) -> np.ndarray:
+    """Normal rows of the protocol's training split (seed 0)."""
+    X, y = load(root, name)
+    rest_X, _, rest_y, _ = train_test_split(X, y, test_size=0.2, stratify=y, random_state=0)
+    train_X, _, train_y, _ = train_test_split(
+        rest_X, rest_y, test_size=0.25, stratify=rest_y, random_state=0
+    )
+    return train_X[train_y == 0]
+
+
+def anomtune_detector(epochs: int) -> AutoencoderDetector:
+    return AutoencoderDetector(epochs=epochs, device="cpu", random_state=0)
+
+
+def pyod_detector(reference: AutoencoderDetector, epochs: int):
+    """PyOD's AutoEncoder with the layer sizes and training settings of ``reference``."""
+    from pyod.models.auto_encoder import AutoEncoder
+
+    params = reference.get_params()
+    return AutoEncoder(
+        hidden_neuron_list=[*reference.hidden_sizes_, reference.latent_dim_],
+        hidden_activation_name=params["activation"],
+        batch_norm=params["batch_norm"],
+        dropout_rate=params["dropout"],
+        batch_size=params["batch_size"],
+        epoch_num=epochs,
+        lr=params["learning_rate"],
+        optimizer_name=params["optimizer"],
+        optimizer_params={"weight_decay": params["weight_decay"]},
+        preprocessing=True,
+        contamination=params["contamination"],
+        device="cpu",
+        random_state=0,
+        verbose=0,
+    )
+
+
+def ms_per_epoch(detector, X: np.ndarray, epochs: int, **fit_params) -> float:
+    start = time.perf_counter()
+    detector.fit(X, **fit_params)
+    return (time.perf_counter() - start) * 1000.0 / epochs
+
+
+def cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def measure(
+    X: np.ndarray, threads: int, epochs: int, repeats: int, budget: float
+) -> tuple[list, list, list]:
+    """Per-epoch times of both libraries and the torch thread counts anomtune
+    trained with (its detector may use fewer threads than the process).
+
+    After 3 repeats, stops once ``budget`` seconds are spent: on a busy machine
+    multi-threaded fits get very slow."""
+    torch.set_num_threads(threads)
+    # Warm-up: the first fit in a process pays one-off costs (allocator, kernels).
+    reference = anomtune_detector(2).fit(X)
+    pyod_detector(reference, 2).fit(X)
+    ours, theirs, used = [], [], set()
+
+    def record_threads(epoch, detector):
+        used.add(torch.get_num_threads())
+
+    start = time.perf_counter()
+    for i in range(repeats):
+        # Interleaved, so that a slow spell of the machine hits both.
+        ours.append(
+            ms_per_epoch(anomtune_detector(epochs), X, epochs, epoch_callback=record_threads)
+        )
+        theirs.append(ms_per_epoch(pyod_detector(reference, epochs), X, epochs))
+        if i + 1 >= min(3, repeats) and time.perf_counter() - start > budget:
+            break
+    return ours, theirs, sorted(used)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("shared", help="path of the shared datasets folder (holds adbench/)")
+    parser.add_argument("--datasets", nargs="+", default=list(DATASETS))
+    parser.add_argument("--threads", nargs="+", type=int, default=[1, 2])
+    parser.add_argument("--epochs", type=int, default=10, help="epochs per fit")
+    parser.add_argument("--repeats", type=int, default=5, help="fits per library and setting")
+    parser.add_argument(
+        "--budget",
+        type=float,
+        default=20.0,
+        help="seconds per data set and thread count after which no further repeat starts "
+        "(at least 3 repeats run)",
+    )
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="CSV to write")
+    args = parser.parse_args(argv)
+
+    machine = {
+        "torch": torch.__version__,
+        "pyod": version("pyod"),
+        "anomtune": version("anomtune"),
+        "python": platform.python_version(),
+        "cpu_count": os.cpu_count(),
+        "cpu": cpu_name(),
+    }
+    print(
+        f"torch {machine['torch']}, pyod {machine['pyod']}, anomtune {machine['anomtune']}, "
+        f"python {machine['python']}; {machine['cpu_count']} CPUs ({machine['cpu']}); "
+        f"{args.epochs} epochs per fit, median of up to {args.repeats} fits"
+    )
+    header = (
+        f"{'dataset':<10} {'rows':>6} {'features':>8} {'threads':>7} "
+        f"{'anomtune ms/epoch':>17} {'PyOD ms/epoch':>13} {'speed-up':>8} {'load':>6} "
+        "anomtune trained on"
+    )
+    print(header)
+    print("-" * len(header))
+    rows = []
+    for name in args.datasets:
+        X = normal_train_rows(args.shared, name)
+        for threads in args.threads:
+            load_before = os.getloadavg()[0]
+            ours, theirs, used = measure(X, threads, args.epochs, args.repeats, args.budget)
+            load_avg = max(load_before, os.getloadavg()[0])
+            a, p = statistics.median(ours), statistics.median(theirs)
+            print(
+                f"{name:<10} {X.shape[0]:>6} {X.shape[1]:>8} {threads:>7} "
+                f"{a:>17.1f} {p:>13.1f} {p / a:>7.2f}x {load_avg:>6.2f} "
+                f"{'/'.join(map(str, used))} thread(s)",
+                flush=True,
+            )
+            rows.append(
+                {
+                    "dataset": name,
+                    "rows": X.shape[0],
+                    "features": X.shape[1],
+                    "threads": threads,
+                    "anomtune_threads": ";".join(map(str, used)),
+                    "epochs": args.epochs,
+                    "repeats": len(ours),
+                    "anomtune_ms_per_epoch": f"{a:.2f}",
+                    "pyod_ms_per_epoch": f"{p:.2f}",
+                    "speedup": f"{p / a:.2f}",
+                    "anomtune_runs_ms": ";".join(f"{v:.2f}" for v in ours),
+                    "pyod_runs_ms": ";".join(f"{v:.2f}" for v in theirs),
+                    **machine,
+                    "load_1min": f"{load_avg:.2f}",
+                }
+            )
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    with args.out.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
