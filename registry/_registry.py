@@ -372,7 +372,8 @@ class Registry:
                         return
                     if not create:
                         raise RegistryError(
-                            f"{display}: not an anomtune model registry (no registry tables)"
+                            f"no model registry in {display} (no registry tables; register "
+                            "a model first: anomtune registry register RUN_DIR --name NAME)"
                         )
                     S.metadata.create_all(conn)
                     conn.execute(

@@ -584,13 +584,12 @@ main(sys.argv[2:])
 """
 
 
-def test_eight_processes_register_at_once(built, tmp_path):
-    reg = tmp_path / "fresh-registry"  # created by the racing processes themselves
-    go = tmp_path / "go"
+def race_register(built, go: Path, location: list[str], n: int = 8) -> list[dict]:
+    """``n`` processes register into one registry at the same moment; their JSON results."""
 
     def worker(i: int) -> subprocess.Popen:
         model = built["a"] if i % 2 else built["b"]
-        args = ["registry", "register", "--onnx", model, "--name", "shared", "--registry", reg]
+        args = ["registry", "register", "--onnx", model, "--name", "shared", *location]
         args += ["--description", f"worker {i}", "--json"]
         return subprocess.Popen(
             [sys.executable, "-c", _WORKER, str(go), *map(str, args)],
@@ -600,7 +599,7 @@ def test_eight_processes_register_at_once(built, tmp_path):
             env=subprocess_env(),
         )
 
-    procs = [worker(i) for i in range(8)]
+    procs = [worker(i) for i in range(n)]
     time.sleep(1.0)  # let every worker finish importing and wait at the line
     go.touch()
     results = []
@@ -608,16 +607,70 @@ def test_eight_processes_register_at_once(built, tmp_path):
         out, err = proc.communicate(timeout=180)
         assert proc.returncode == 0, err
         results.append(json.loads(out))
+    return results
+
+
+def check_race(built, results: list[dict], reg: Registry) -> None:
     assert sorted(r["version"] for r in results) == list(range(1, 9))
     assert sorted(r["description"] for r in results) == [f"worker {i}" for i in range(8)]
-    with Registry.open(reg) as opened:
-        versions = opened.versions("shared")
-        assert [v.version for v in versions] == list(range(1, 9))
-        for v in versions:
-            expected = built["a"] if int(v.description.split()[1]) % 2 else built["b"]
-            assert opened.load(v.ref)[0] == expected.read_bytes()
-        report = opened.verify()
+    versions = reg.versions("shared")
+    assert [v.version for v in versions] == list(range(1, 9))
+    for v in versions:
+        expected = built["a"] if int(v.description.split()[1]) % 2 else built["b"]
+        assert reg.load(v.ref)[0] == expected.read_bytes()
+    report = reg.verify()
     assert report.ok and report.versions == 8 and report.files == 2 and not report.notes
+
+
+def test_eight_processes_register_at_once(built, tmp_path):
+    reg = tmp_path / "fresh-registry"  # created by the racing processes themselves
+    results = race_register(built, tmp_path / "go", ["--registry", reg])
+    with Registry.open(reg) as opened:
+        check_race(built, results, opened)
+
+
+POSTGRES_URL = os.environ.get("ANOMTUNE_TEST_POSTGRES_URL")
+
+
+@pytest.mark.skipif(
+    not POSTGRES_URL,
+    reason="set ANOMTUNE_TEST_POSTGRES_URL to a scratch PostgreSQL database to run "
+    "(its registry tables are dropped first)",
+)
+def test_postgresql_registry(built, tmp_path):
+    import sqlalchemy as sa
+
+    from anomtune.registry._schema import metadata
+
+    engine = sa.create_engine(POSTGRES_URL)
+    metadata.drop_all(engine)
+    engine.dispose()
+    files = tmp_path / "team-files"
+    location = ["--registry", POSTGRES_URL, "--registry-files", files]
+    results = race_register(built, tmp_path / "go", location)
+    with Registry.open(POSTGRES_URL, files=files) as reg:
+        check_race(built, results, reg)
+    gate = ["--data", built["data"], "--label", "label", *location]
+    worker_model = {
+        r["version"]: built["a"] if int(r["description"].split()[1]) % 2 else built["b"]
+        for r in results
+    }
+    better = min(v for v, m in worker_model.items() if m == built["better"])
+    worse = min(v for v, m in worker_model.items() if m == built["worse"])
+    ok("registry", "promote", "shared", better, *location)
+    _, err = refused("registry", "promote", "shared", worse, "--if-better", *gate)
+    assert "does not beat" in err
+    ok("registry", "promote", "shared", worse, "--alias", "staging", *location)
+    ok("registry", "promote", "shared", better, "--alias", "staging", "--if-better", *gate)
+    assert f"-> version {worse}" in ok(
+        "registry", "rollback", "shared", "--alias", "staging", *location
+    )
+    moves = json.loads(ok("registry", "history", "shared", "--json", *location))
+    assert [m["action"] for m in moves] == ["promote", "promote", "promote", "rollback"]
+    refused("registry", "delete", f"shared/{better}", *location)
+    ok("registry", "delete", f"shared/{better}", "--force", *location)
+    ok("registry", "tag", f"shared/{worse}", "db=postgres", *location)
+    assert "0 problem(s)" in ok("registry", "verify", *location)
 
 
 def test_killed_registration_leaves_no_half_version(built, reg_path):
@@ -683,7 +736,7 @@ def test_errors_are_one_line(built, tmp_path, reg_path):
     assert "--registry-files" in err
     (tmp_path / "plain.db").write_bytes(b"")
     _, err = refused("registry", "list", "--registry", tmp_path / "plain.db")
-    assert "not an anomtune model registry" in err
+    assert "no model registry in" in err and "no registry tables" in err
 
 
 def test_every_command_has_help_with_an_example():
