@@ -60,10 +60,11 @@ def _size(n: int) -> str:
     return f"{n / 1000:.1f} kB" if n < 1_000_000 else f"{n / 1e6:.1f} MB"
 
 
-def _num(value) -> str:
+def _num(value, width: int = 0) -> str:
     if isinstance(value, float):
         return f"{value:.4f}"
-    return "-" if value is None else str(value)
+    text = "-" if value is None else str(value)
+    return text[: width - 1] + "…" if width and len(text) > width else text
 
 
 def _test_metric(info, key: str):
@@ -319,7 +320,7 @@ def compare_command(name, a, b, registry, registry_files, as_json):
         return
     _echo_table(
         ["", "KEY", left.ref, right.ref],
-        [["*" if x != y else "", k, _num(x), _num(y)] for k, x, y in rows],
+        [["*" if x != y else "", k, _num(x, 28), _num(y, 28)] for k, x, y in rows],
     )
 
 

@@ -72,6 +72,8 @@ def stage(final: Path, data: bytes) -> Path:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
+        # Published files are read-only: a reminder that they never change.
+        os.chmod(tmp, 0o444)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
