@@ -27,8 +27,12 @@ def _lineage(metadata: dict, **extra) -> dict:
 
 def check_model_bytes(data: bytes, source: str) -> dict:
     """Refuse bytes that are not a valid, parity-checked anomtune graph; return its metadata."""
-    import onnx
-
+    try:
+        import onnx
+    except ImportError as exc:
+        raise RegistryError(
+            "registering a model needs the onnx package (a full install: pip install anomtune)"
+        ) from exc
     try:
         model = onnx.load_from_string(data)
         onnx.checker.check_model(model, full_check=True)

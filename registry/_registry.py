@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import getpass
+import importlib.util
 import json
 import logging
 import os
@@ -938,6 +939,8 @@ class Registry:
             if trouble is not None:
                 problems.append(Problem(ref, str(path), trouble))
         notes: list[Problem] = []
+        if check_onnx and importlib.util.find_spec("onnx") is None:
+            notes.append(Problem(None, "-", "the onnx package is not installed: checker skipped"))
         referenced = {self._path(r.file).resolve() for r in rows}
         for kind, path in _store.scan(self.location.files):
             if kind == "temp":
@@ -957,8 +960,10 @@ def _check_file(path: Path, digest: str, check_onnx: bool) -> str | None:
     if found != digest:
         return f"sha256 mismatch: recorded {digest[:12]}…, file has {found[:12]}…"
     if check_onnx:
-        import onnx
-
+        try:
+            import onnx
+        except ImportError:
+            return None  # reported once by verify() as a note
         try:
             onnx.checker.check_model(str(path), full_check=True)
         except Exception as exc:  # the checker raises several types
