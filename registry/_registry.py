@@ -415,11 +415,18 @@ class Registry:
         return self.location.files / relpath
 
     def _model_row(self, conn, name: str):
-        return conn.execute(sa.select(S.models).where(S.models.c.name == name)).first()
+        # A counter still at 0 belongs to a first registration that never
+        # committed: that model does not exist yet.
+        M = S.models
+        return conn.execute(sa.select(M).where(M.c.name == name, M.c.last_version > 0)).first()
 
     def _not_found(self, conn, name: str, what: str) -> ModelNotFoundError:
         if self._model_row(conn, name) is None:
-            known = conn.execute(sa.select(S.models.c.name).order_by(S.models.c.name)).scalars()
+            known = conn.execute(
+                sa.select(S.models.c.name)
+                .where(S.models.c.last_version > 0)
+                .order_by(S.models.c.name)
+            ).scalars()
             names = list(known)
             hint = f" (models: {', '.join(names[:10])})" if names else " (the registry is empty)"
             return ModelNotFoundError(f"no model named {name!r}{hint}")
@@ -536,7 +543,9 @@ class Registry:
         """Every model name with counts, newest active version and aliases."""
         V, A = S.versions, S.aliases
         with self._tx() as conn:
-            rows = conn.execute(sa.select(S.models).order_by(S.models.c.name)).all()
+            rows = conn.execute(
+                sa.select(S.models).where(S.models.c.last_version > 0).order_by(S.models.c.name)
+            ).all()
             counts = {
                 r.name: (r.total, r.active or 0, r.latest)
                 for r in conn.execute(

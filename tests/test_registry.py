@@ -674,16 +674,16 @@ def test_postgresql_registry(built, tmp_path):
 
 
 def test_killed_registration_leaves_no_half_version(built, reg_path):
-    register(reg_path, built["a"])
-    for point in PAUSE_POINTS:
+    def kill_at(name: str, point: str) -> None:
+        """Start a registration, wait until it pauses at ``point``, kill -9 it."""
+        args = ["registry", "register", "--onnx", built["b"], "--name", name]
         proc = subprocess.Popen(
-            [
-                sys.executable, "-m", "anomtune", "registry", "register", "--onnx",
-                str(built["b"]), "--name", "m", "--registry", str(reg_path),
-            ],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            [sys.executable, "-m", "anomtune", *map(str, args), "--registry", str(reg_path)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
             env=subprocess_env(**{TEST_PAUSE_ENV: point}),
-        )  # fmt: skip
+        )
         watchdog = threading.Timer(120, proc.kill)
         watchdog.start()
         try:
@@ -700,11 +700,21 @@ def test_killed_registration_leaves_no_half_version(built, reg_path):
             proc.stdout.close()
             proc.stderr.close()
         assert proc.returncode == -signal.SIGKILL
+
+    register(reg_path, built["a"])
+    for point in PAUSE_POINTS:
+        kill_at("m", point)
         with Registry.open(reg_path) as reg:
             assert [v.version for v in reg.versions("m")] == [1], point
             assert reg.verify().ok, point
         out = ok("registry", "verify", "--registry", reg_path)
         assert "0 problem(s)" in out
+    # A killed first registration of a new name leaves no model behind either.
+    kill_at("fresh", "inserted")
+    with Registry.open(reg_path) as reg:
+        assert [m.name for m in reg.models()] == ["m"]
+    _, err = refused("registry", "versions", "fresh", "--registry", reg_path)
+    assert "no model named 'fresh'" in err
     # The staged file or the placed-but-unreferenced file is only a note.
     assert "note" in ok("registry", "verify", "--registry", reg_path)
     # The counter was rolled back with each killed transaction: no gap.
