@@ -23,6 +23,7 @@ from anomtune.registry._errors import (
     ModelNotFoundError,
     PromotionRefused,
     RegistryError,
+    RegistryNotFoundError,
 )
 from anomtune.registry._gate import Gate, GateResult, Promotion, promote
 from anomtune.registry._location import RegistryLocation, locate_registry
@@ -53,6 +54,7 @@ __all__ = [
     "Registry",
     "RegistryError",
     "RegistryLocation",
+    "RegistryNotFoundError",
     "VerifyReport",
     "graph_metadata",
     "locate_registry",

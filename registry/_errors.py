@@ -10,11 +10,16 @@ __all__ = [
     "ModelNotFoundError",
     "PromotionRefused",
     "RegistryError",
+    "RegistryNotFoundError",
 ]
 
 
 class RegistryError(AnomtuneError):
     """The registry cannot do what was asked: missing database, bad state, conflict."""
+
+
+class RegistryNotFoundError(RegistryError):
+    """No registry exists where one was expected (nothing registered there yet)."""
 
 
 class InvalidNameError(ConfigError, RegistryError):

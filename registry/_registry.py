@@ -51,6 +51,7 @@ from anomtune.registry._errors import (
     InvalidNameError,
     ModelNotFoundError,
     RegistryError,
+    RegistryNotFoundError,
 )
 from anomtune.registry._location import RegistryLocation, locate_registry
 from anomtune.registry._names import (
@@ -331,8 +332,8 @@ class Registry:
         db = location.sqlite_path
         if db is not None and not db.exists():
             if not create:
-                raise RegistryError(
-                    f"no model registry at {location.display} (register a model first: "
+                raise RegistryNotFoundError(
+                    f"there is no model registry at {location.display} (register a model first: "
                     "anomtune registry register RUN_DIR --name NAME)"
                 )
             db.parent.mkdir(parents=True, exist_ok=True)
@@ -372,9 +373,10 @@ class Registry:
                             )
                         return
                     if not create:
-                        raise RegistryError(
-                            f"no model registry in {display} (no registry tables; register "
-                            "a model first: anomtune registry register RUN_DIR --name NAME)"
+                        raise RegistryNotFoundError(
+                            f"there is no model registry in {display} (no registry tables; "
+                            "register a model first: anomtune registry register RUN_DIR "
+                            "--name NAME)"
                         )
                     S.metadata.create_all(conn)
                     conn.execute(
@@ -1027,5 +1029,9 @@ def resolve(
         return data, info
     if isinstance(registry, Registry):
         return registry.load(parsed)
-    with Registry.open(registry, files=files) as reg:
+    try:
+        reg = Registry.open(registry, files=files)
+    except RegistryNotFoundError as exc:
+        raise RegistryNotFoundError(f"{parsed} is a registry reference, but {exc}") from exc
+    with reg:
         return reg.load(parsed)

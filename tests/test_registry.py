@@ -727,8 +727,10 @@ def test_killed_registration_leaves_no_half_version(built, reg_path):
 
 def test_errors_are_one_line(built, tmp_path, reg_path):
     _, err = refused("registry", "list", "--registry", tmp_path / "nowhere")
-    assert "no model registry at" in err
+    assert "there is no model registry at" in err
     assert not (tmp_path / "nowhere").exists()
+    with pytest.raises(registry_pkg.RegistryNotFoundError, match="m@champion is a registry ref"):
+        resolve("m@champion", registry=tmp_path / "nowhere")
     register(reg_path, built["a"])
     for args, needle in [
         (["show", "nope"], "no model named 'nope'"),
@@ -767,7 +769,8 @@ def test_public_surface():
         [
             "AliasMove", "Gate", "GateResult", "IntegrityError", "InvalidNameError",
             "ModelNotFoundError", "ModelRef", "ModelSummary", "ModelVersion", "Promotion",
-            "PromotionRefused", "Registry", "RegistryError", "RegistryLocation", "VerifyReport",
+            "PromotionRefused", "Registry", "RegistryError", "RegistryLocation",
+            "RegistryNotFoundError", "VerifyReport",
             "graph_metadata", "locate_registry", "parse_ref", "promote", "register_onnx",
             "register_run", "resolve", "validate_alias", "validate_name",
         ]
