@@ -309,7 +309,10 @@ def run_epochs(
                 stepper.step()
                 total += value * (stop - start)
             if finite:
-                finite = stepper.all_finite()
+                # Batch-norm running statistics can overflow while the weights stay finite.
+                finite = stepper.all_finite() and all(
+                    bool(torch.isfinite(b).all()) for b in net.buffers() if b.is_floating_point()
+                )
             if not finite:
                 net.load_state_dict(last_good)
                 result.status = DIVERGED
@@ -323,7 +326,9 @@ def run_epochs(
                 net.eval()
                 value = float(holdout_loss())
                 result.holdout_curve.append(value)
-                if value < best_value - 1e-7 * abs(best_value):
+                # The first epoch always counts; later ones must improve by a
+                # relative margin so float noise does not reset the patience.
+                if best_state is None or value < best_value - 1e-7 * abs(best_value):
                     best_value, best_state, since_best = value, last_good, 0
                     result.best_epoch = epoch
                 else:

@@ -189,14 +189,6 @@ def test_early_stopping_with_a_large_validation_fraction(gaussian_rows):
     assert np.isfinite(det.anomaly_score(gaussian_rows)).all()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "anomtune/training.py run_epochs: the first holdout value is compared with "
-        "inf - 1e-7 * inf (NaN), so no epoch ever counts as an improvement; training "
-        "stops after exactly `patience` epochs and the best weights are never restored"
-    ),
-)
 def test_early_stopping_stops_and_keeps_best_weights(gaussian_rows):
     det = fast(early_stopping=True, patience=2, epochs=200, learning_rate=0.05)
     det.fit(gaussian_rows)
