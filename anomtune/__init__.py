@@ -35,7 +35,13 @@ _LAZY = {
 }
 
 
-def load(ref: str, *, registry: str | None = None, threads: int = 1):
+def load(
+    ref: str,
+    *,
+    registry: str | None = None,
+    registry_files: str | None = None,
+    threads: int = 1,
+):
     """A scorer for a model reference, with onnxruntime only.
 
     ``ref`` is ``name@alias``, ``name/3``, ``name`` (latest) or a path to an
@@ -48,7 +54,7 @@ def load(ref: str, *, registry: str | None = None, threads: int = 1):
     """
     from anomtune.scoring import open_model
 
-    return open_model(ref, registry=registry, threads=threads)
+    return open_model(ref, registry=registry, registry_files=registry_files, threads=threads)
 
 
 def __getattr__(name: str):

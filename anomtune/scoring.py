@@ -136,20 +136,27 @@ def _first_line(exc: BaseException) -> str:
     return (str(exc).strip() or type(exc).__name__).splitlines()[0]
 
 
-def open_model(ref: str | Path, *, registry: str | None = None, threads: int = 1) -> Scorer:
+def open_model(
+    ref: str | Path,
+    *,
+    registry: str | None = None,
+    registry_files: str | None = None,
+    threads: int = 1,
+) -> Scorer:
     """A :class:`Scorer` for a model reference.
 
     ``ref`` is a path to an ``.onnx`` file, or a registry reference:
     ``name@alias``, ``name/3`` or ``name`` (the latest version). The
     registry is ``registry`` (a folder or database URL), else the
-    ``ANOMTUNE_REGISTRY`` environment variable, else the workspace default.
+    ``ANOMTUNE_REGISTRY`` environment variable, else the workspace default;
+    ``registry_files`` is its folder of model files when that is elsewhere.
     """
     text = str(ref)
     if text.lower().endswith(".onnx") or Path(text).is_file():
         return load_scorer(text, threads=threads)
     from anomtune.registry import resolve
 
-    data, info = resolve(text, registry=registry)
+    data, info = resolve(text, registry=registry, files=registry_files)
     scorer = Scorer(data, threads=threads, source=text)
     scorer.info = info
     return scorer

@@ -116,7 +116,9 @@ Resolver = Callable[[], tuple[bytes, Any]]
 """Returns the model's bytes and an object or mapping with ``name`` and ``version``."""
 
 
-def _resolve(ref: str, *, registry: str | None = None) -> tuple[bytes, Any]:
+def _resolve(
+    ref: str, *, registry: str | None = None, files: str | None = None
+) -> tuple[bytes, Any]:
     """The bytes and identity of the model a reference names.
 
     A path to a model file (ending in ``.onnx``, or any existing file) is read
@@ -145,15 +147,15 @@ def _resolve(ref: str, *, registry: str | None = None) -> tuple[bytes, Any]:
             f"{text!r} is a registry reference, and this installation's registry cannot "
             "resolve references yet; give the path of an .onnx file"
         ) from None
-    data, info = resolve(text, registry=registry)
+    data, info = resolve(text, registry=registry, files=files)
     return data, _with_ref(info, text)
 
 
 def _with_ref(info: Any, ref: str) -> Any:
+    # The reference served (``name@champion``), not the version it resolved
+    # to today: that is in ``version``.
     if isinstance(info, Mapping):
-        return {"ref": ref, **info}
-    if getattr(info, "ref", None):
-        return info
+        return {**info, "ref": ref}
     return {
         "name": getattr(info, "name", None),
         "version": getattr(info, "version", None),
@@ -161,9 +163,9 @@ def _with_ref(info: Any, ref: str) -> Any:
     }
 
 
-def resolver_for(ref: str, *, registry: str | None = None) -> Resolver:
+def resolver_for(ref: str, *, registry: str | None = None, files: str | None = None) -> Resolver:
     """A resolver callable for a model reference (see :func:`_resolve`)."""
-    return lambda: _resolve(ref, registry=registry)
+    return lambda: _resolve(ref, registry=registry, files=files)
 
 
 def reference_can_move(ref: str) -> bool:
@@ -746,6 +748,7 @@ def create_app(
     max_rows: int = DEFAULT_MAX_ROWS,
     reject_missing: bool = False,
     registry: str | None = None,
+    registry_files: str | None = None,
 ):
     """The FastAPI application serving one model.
 
@@ -766,7 +769,7 @@ def create_app(
         resolver = model
         default_interval = 0.0
     else:
-        resolver = resolver_for(str(model), registry=registry)
+        resolver = resolver_for(str(model), registry=registry, files=registry_files)
         default_interval = DEFAULT_RELOAD_INTERVAL if reference_can_move(str(model)) else 0.0
     interval = default_interval if reload_interval is None else float(reload_interval)
     if interval < 0:

@@ -60,6 +60,12 @@ class _Rate:
 @click.option("--sep", default=",", show_default=True, help="CSV field separator.")
 @click.option("--threads", type=int, default=2, show_default=True, help="onnxruntime threads.")
 @click.option("--registry", metavar="PATH|URL", help="Model registry (default: ANOMTUNE_REGISTRY).")
+@click.option(
+    "--registry-files",
+    "registry_files",
+    metavar="DIR",
+    help="Folder of model files for a database --registry [env: ANOMTUNE_REGISTRY_FILES].",
+)
 @click.option("--quiet", is_flag=True, help="No progress line.")
 @click.option(
     "--json",
@@ -80,6 +86,7 @@ def score_command(
     sep,
     threads,
     registry,
+    registry_files,
     quiet,
     as_json,
 ):
@@ -101,7 +108,7 @@ def score_command(
     from anomtune.batch import score_file
     from anomtune.scoring import open_model
 
-    scorer = open_model(model, registry=registry, threads=threads)
+    scorer = open_model(model, registry=registry, registry_files=registry_files, threads=threads)
     rate = _Rate(quiet)
     try:
         result = score_file(

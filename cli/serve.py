@@ -66,6 +66,12 @@ __all__ = ["serve_command"]
     metavar="PATH|URL",
     help="The model registry (for NAME, NAME/VERSION and NAME@ALIAS).",
 )
+@click.option(
+    "--registry-files",
+    "registry_files",
+    metavar="DIR",
+    help="Folder of model files for a database --registry [env: ANOMTUNE_REGISTRY_FILES].",
+)
 @click.option("--access-log", is_flag=True, help="Log every request (costs some latency).")
 def serve_command(
     model,
@@ -78,6 +84,7 @@ def serve_command(
     max_rows,
     reject_missing,
     registry,
+    registry_files,
     access_log,
 ):
     """Serve MODEL over HTTP: MLflow's scoring protocol on POST /invocations.
@@ -119,6 +126,7 @@ def serve_command(
         max_rows=max_rows,
         reject_missing=reject_missing,
         registry=registry,
+        registry_files=registry_files,
     )
     info = app.state.holder.current.info
     label = f"{info.name}/{info.version}" if info.version is not None else info.name

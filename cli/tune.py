@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from anomtune.cli.options import (
     split_names,
     train_on_option,
 )
+from anomtune.persist import write_json_atomic
 
 __all__ = ["tune_command"]
 
@@ -153,6 +155,27 @@ def _clock(seconds: float) -> str:
     help="Folder for the default storage.",
 )
 @click.option("--out", type=click.Path(file_okay=False), help="Run folder (default: runs/STUDY).")
+@click.option(
+    "--register",
+    "register_name",
+    is_flag=False,
+    flag_value="",
+    default=None,
+    metavar="[NAME]",
+    help="Register the best model in the model registry as the next version of NAME "
+    "(--register alone: a name made from DATA's file name).",
+)
+@click.option(
+    "--registry",
+    metavar="PATH|URL",
+    help="Registry for --register [env: ANOMTUNE_REGISTRY; default: .anomtune/registry].",
+)
+@click.option(
+    "--registry-files",
+    "registry_files",
+    metavar="DIR",
+    help="Folder of model files for a database --registry [env: ANOMTUNE_REGISTRY_FILES].",
+)
 @click.option("--quiet", is_flag=True, help="No progress line.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 def tune_command(
@@ -181,6 +204,9 @@ def tune_command(
     storage,
     workspace,
     out,
+    register_name,
+    registry,
+    registry_files,
     quiet,
     as_json,
 ):
@@ -197,6 +223,7 @@ def tune_command(
       anomtune tune datasets/cardio.csv --label is_anomaly --trials 30
       anomtune tune data.csv --label fraud --metric auc-pr --workers 2
       anomtune tune data.csv --label y --sampler grid --space my-space.toml
+      anomtune tune data.csv --label fraud --register fraud
     """
     import optuna
 
@@ -206,6 +233,9 @@ def tune_command(
     # own per-trial messages (with tracebacks) show only with --debug.
     debug = click.get_current_context().find_root().params.get("debug", False)
     optuna.logging.set_verbosity(optuna.logging.DEBUG if debug else optuna.logging.ERROR)
+    if register_name is not None:
+        # Checked before the search, not after an hour of it.
+        register_name = _registry_name(register_name, data)
     config = TuneConfig(
         data=data,
         **read_kwargs(label, positive, features, exclude, id_column, categorical, sep),
@@ -239,12 +269,45 @@ def tune_command(
     finally:
         progress.close()
     summary = result.summary
+    registered = None
+    if register_name is not None and not result.interrupted and summary.get("best"):
+        registered = _register(result.out, register_name, registry, registry_files)
+        summary["registered"] = registered
+        write_json_atomic(Path(result.out) / "summary.json", summary)
     if as_json:
         print_json(summary)
     else:
         _print_summary(summary, result.out)
+        if registered is not None:
+            click.echo(f"registered {registered['ref']} in {registered['registry']}")
     if result.interrupted:
         raise click.exceptions.Exit(130)
+
+
+def _registry_name(name: str, data: str) -> str:
+    """``name``, or one made from the data file's name when empty; validated."""
+    from anomtune.registry import validate_name
+
+    if not name:
+        stem = Path(data).name.split(".")[0] if data != "-" else ""
+        name = re.sub(r"[^a-z0-9_-]+", "-", stem.lower()).strip("-_") or "model"
+    return validate_name(name)
+
+
+def _register(run_dir, name: str, registry: str | None, files: str | None) -> dict:
+    """Export the run's best model (parity-checked) and register it."""
+    from anomtune.registry import Registry, register_run
+
+    with Registry.open(registry, files=files, create=True) as reg:
+        info = register_run(reg, run_dir, name=name, description="registered by anomtune tune")
+        where = reg.location.display
+    return {
+        "ref": info.ref,
+        "name": name,
+        "version": info.version,
+        "sha256": info.sha256,
+        "registry": where,
+    }
 
 
 def _print_summary(summary: dict, out) -> None:

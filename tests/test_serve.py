@@ -534,23 +534,32 @@ def test_create_app_checks_its_arguments(models):
         create_app(lambda: (b"not onnx", ModelInfo("x", 1, "x")))
 
 
-def test_registry_references_go_through_the_registry_resolver(models, monkeypatch):
-    import anomtune.registry
+def test_an_alias_promotion_in_a_real_registry_is_served_live(models, tmp_path):
+    from anomtune.registry import Registry, register_onnx
 
-    champion = Promotions(models)
-    asked = []
-
-    def resolve(ref, registry=None):
-        asked.append((ref, registry))
-        return champion()
-
-    monkeypatch.setattr(anomtune.registry, "resolve", resolve, raising=False)
-    with running(create_app("mixed@champion", registry="reg")) as url:
-        status, head, _ = call(url, "/invocations", split([ROW]))
-        assert status == 200 and head["X-Anomtune-Model-Version"] == "1"
-        champion.version = 2
-        assert call(url, "/reload", b"", method="POST")[2]["changed"] is True
+    where, files = str(tmp_path / "reg.db"), str(tmp_path / "model-files")
+    with Registry.open(where, files=files, create=True) as reg:
+        for path in models:
+            register_onnx(reg, path, name="mixed")
+        reg.set_alias("mixed", "champion", 1, reason="first")
+    app = create_app("mixed@champion", registry=where, registry_files=files, reload_interval=0.2)
+    with running(app) as url:
         status, head, answer = call(url, "/invocations", split([ROW]))
-        assert head["X-Anomtune-Model-Version"] == "2" and answer["model"]["version"] == 2
+        assert status == 200 and head["X-Anomtune-Model-Version"] == "1"
+        assert not answer["predictions"][0]["is_anomaly"]
+        with Registry.open(where, files=files) as reg:
+            reg.set_alias("mixed", "champion", 2, reason="better")
+        # No restart and no POST /reload: the interval picks the promotion up.
+        deadline = time.monotonic() + 10
+        while head["X-Anomtune-Model-Version"] != "2":
+            assert time.monotonic() < deadline, "the promotion was not picked up"
+            time.sleep(0.05)
+            status, head, answer = call(url, "/invocations", split([ROW]))
+        assert status == 200 and answer["model"]["version"] == 2
+        assert answer["predictions"][0]["is_anomaly"]  # v2's threshold is 0
         assert call(url, "/metadata")[2]["ref"] == "mixed@champion"
-    assert asked == [("mixed@champion", "reg")] * 2
+        with Registry.open(where, files=files) as reg:
+            reg.rollback("mixed", "champion", reason="back")
+        status, _, answer = call(url, "/reload", b"", method="POST")
+        assert status == 200 and answer["changed"] is True
+        assert answer["model"]["version"] == 1
