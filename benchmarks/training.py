@@ -14,6 +14,12 @@ Known differences between the two networks: PyOD puts batch norm, the
 activation and dropout after the bottleneck layer too (anomtune's bottleneck
 is linear), and PyOD drops the last incomplete batch of an epoch.
 
+A third column times a plain PyTorch loop over pre-built tensors: the same
+network as anomtune's (``nn.Sequential`` of Linear, BatchNorm1d, ReLU and
+Dropout), standardised inputs, a fresh permutation per epoch, slicing the
+permuted tensor per batch, Adam; the straightforward loop a practitioner
+would write, as a floor that a DataLoader-free library should reach.
+
 The ``load`` column is the 1-minute load average around the measurement.
 Above the number of CPUs, other processes competed for the cores and the
 times, the multi-threaded ones above all, are inflated.
@@ -29,6 +35,7 @@ import statistics
 import sys
 import time
 from importlib.metadata import version
+from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
@@ -54,8 +61,11 @@ COLUMNS = [
     "anomtune_ms_per_epoch",
     "pyod_ms_per_epoch",
     "speedup",
+    "plain_ms_per_epoch",
+    "pyod_over_plain",
     "anomtune_runs_ms",
     "pyod_runs_ms",
+    "plain_runs_ms",
     "torch",
     "pyod",
     "anomtune",
@@ -103,6 +113,50 @@ def pyod_detector(reference: AutoencoderDetector, epochs: int):
     )
 
 
+class PlainLoop:
+    """A plain PyTorch training loop over pre-built tensors, with ``fit`` like the others."""
+
+    def __init__(self, reference: AutoencoderDetector, epochs: int):
+        self.reference = reference
+        self.epochs = epochs
+
+    def fit(self, X: np.ndarray) -> PlainLoop:
+        from torch import nn
+
+        params = self.reference.get_params()
+        torch.manual_seed(0)
+        mean, std = X.mean(axis=0), X.std(axis=0)
+        data = torch.from_numpy(((X - mean) / np.where(std > 0, std, 1.0)).astype(np.float32))
+        widths = [data.shape[1], *self.reference.hidden_sizes_]
+
+        def block(i: int, o: int) -> list:
+            return [nn.Linear(i, o), nn.BatchNorm1d(o), nn.ReLU(), nn.Dropout(params["dropout"])]
+
+        layers = [m for i, o in pairwise(widths) for m in block(i, o)]
+        layers.append(nn.Linear(widths[-1], self.reference.latent_dim_))
+        back = [self.reference.latent_dim_, *reversed(self.reference.hidden_sizes_)]
+        layers += [m for i, o in pairwise(back) for m in block(i, o)]
+        layers.append(nn.Linear(back[-1], data.shape[1]))
+        net = nn.Sequential(*layers)
+        optimizer = torch.optim.Adam(
+            net.parameters(), lr=params["learning_rate"], weight_decay=params["weight_decay"]
+        )
+        n, size = data.shape[0], params["batch_size"]
+        net.train()
+        for _ in range(self.epochs):
+            order = torch.randperm(n)
+            for start in range(0, n, size):
+                batch = data[order[start : start + size]]
+                loss = ((net(batch) - batch) ** 2).mean()
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+        net.eval()
+        with torch.no_grad():
+            self.scores_ = ((net(data) - data) ** 2).mean(dim=1).numpy()
+        return self
+
+
 def ms_per_epoch(detector, X: np.ndarray, epochs: int, **fit_params) -> float:
     start = time.perf_counter()
     detector.fit(X, **fit_params)
@@ -122,8 +176,8 @@ def cpu_name() -> str:
 
 def measure(
     X: np.ndarray, threads: int, epochs: int, repeats: int, budget: float
-) -> tuple[list, list, list]:
-    """Per-epoch times of both libraries and the torch thread counts anomtune
+) -> tuple[list, list, list, list]:
+    """Per-epoch times of both libraries and the plain loop, and the torch thread counts anomtune
     trained with (its detector may use fewer threads than the process).
 
     After 3 repeats, stops once ``budget`` seconds are spent: on a busy machine
@@ -132,7 +186,8 @@ def measure(
     # Warm-up: the first fit in a process pays one-off costs (allocator, kernels).
     reference = anomtune_detector(2).fit(X)
     pyod_detector(reference, 2).fit(X)
-    ours, theirs, used = [], [], set()
+    PlainLoop(reference, 2).fit(X)
+    ours, theirs, plain, used = [], [], [], set()
 
     def record_threads(epoch, detector):
         used.add(torch.get_num_threads())
@@ -144,9 +199,10 @@ def measure(
             ms_per_epoch(anomtune_detector(epochs), X, epochs, epoch_callback=record_threads)
         )
         theirs.append(ms_per_epoch(pyod_detector(reference, epochs), X, epochs))
+        plain.append(ms_per_epoch(PlainLoop(reference, epochs), X, epochs))
         if i + 1 >= min(3, repeats) and time.perf_counter() - start > budget:
             break
-    return ours, theirs, sorted(used)
+    return ours, theirs, plain, sorted(used)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -181,7 +237,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     header = (
         f"{'dataset':<10} {'rows':>6} {'features':>8} {'threads':>7} "
-        f"{'anomtune ms/epoch':>17} {'PyOD ms/epoch':>13} {'speed-up':>8} {'load':>6} "
+        f"{'anomtune ms/epoch':>17} {'PyOD ms/epoch':>13} {'speed-up':>8} "
+        f"{'plain ms/epoch':>14} {'PyOD/plain':>10} {'load':>6} "
         "anomtune trained on"
     )
     print(header)
@@ -191,12 +248,14 @@ def main(argv: list[str] | None = None) -> int:
         X = normal_train_rows(args.shared, name)
         for threads in args.threads:
             load_before = os.getloadavg()[0]
-            ours, theirs, used = measure(X, threads, args.epochs, args.repeats, args.budget)
+            ours, theirs, plain, used = measure(X, threads, args.epochs, args.repeats, args.budget)
             load_avg = max(load_before, os.getloadavg()[0])
             a, p = statistics.median(ours), statistics.median(theirs)
+            b = statistics.median(plain)
             print(
                 f"{name:<10} {X.shape[0]:>6} {X.shape[1]:>8} {threads:>7} "
-                f"{a:>17.1f} {p:>13.1f} {p / a:>7.2f}x {load_avg:>6.2f} "
+                f"{a:>17.1f} {p:>13.1f} {p / a:>7.2f}x {b:>14.1f} {p / b:>9.2f}x "
+                f"{load_avg:>6.2f} "
                 f"{'/'.join(map(str, used))} thread(s)",
                 flush=True,
             )
@@ -212,8 +271,11 @@ def main(argv: list[str] | None = None) -> int:
                     "anomtune_ms_per_epoch": f"{a:.2f}",
                     "pyod_ms_per_epoch": f"{p:.2f}",
                     "speedup": f"{p / a:.2f}",
+                    "plain_ms_per_epoch": f"{b:.2f}",
+                    "pyod_over_plain": f"{p / b:.2f}",
                     "anomtune_runs_ms": ";".join(f"{v:.2f}" for v in ours),
                     "pyod_runs_ms": ";".join(f"{v:.2f}" for v in theirs),
+                    "plain_runs_ms": ";".join(f"{v:.2f}" for v in plain),
                     **machine,
                     "load_1min": f"{load_avg:.2f}",
                 }
