@@ -287,5 +287,10 @@ def promote(
             raise PromotionRefused(f"promotion refused: {result.reason()}", result)
         if checks:
             reason = "; ".join(p for p in (reason, "gate passed: " + result.reason()) if p)
-    move = registry.set_alias(name, alias, candidate.version, reason=reason, expect=holder)
-    return Promotion(name, alias, candidate.version, holder, move, result)
+    # A gate's verdict holds only against the holder it compared with, so a gated
+    # move refuses if the alias moved meanwhile; a plain promotion just moves it
+    # (concurrent ones apply one after another, each recording the holder it replaced).
+    expect = holder if result is not None else ...
+    move = registry.set_alias(name, alias, candidate.version, reason=reason, expect=expect)
+    previous = move.from_version if move is not None else candidate.version
+    return Promotion(name, alias, candidate.version, previous, move, result)
