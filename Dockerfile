@@ -16,6 +16,7 @@ COPY pyproject.toml constraints.txt README.md ./
 COPY anomtune ./anomtune
 COPY registry ./registry
 COPY cli ./cli
+COPY datasets ./datasets
 RUN pip install --no-deps .
 RUN pip install -c constraints.txt onnxruntime numpy pandas pyarrow click sqlalchemy fastapi uvicorn
 RUN useradd --create-home --uid 10001 anomtune
