@@ -1,10 +1,14 @@
-"""Shared generated data for the detector tests."""
+"""Shared generated data for the detector tests, and PostgreSQL databases for the
+tests that need a server."""
 
 from __future__ import annotations
 
+import os
+import uuid
 from dataclasses import dataclass
 
 import numpy as np
+import pg_cluster
 import pytest
 
 
@@ -62,3 +66,73 @@ def gaussian_rows() -> np.ndarray:
     X = np.random.default_rng(0).normal(size=(80, 6))
     X.setflags(write=False)
     return X
+
+
+# -- PostgreSQL ------------------------------------------------------------------
+
+POSTGRES_ENV = "ANOMTUNE_TEST_POSTGRES_URL"
+
+
+def _in_ci() -> bool:
+    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+
+
+def _psycopg_url(url: str) -> str:
+    """``url`` with the psycopg (version 3) driver when it names none."""
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    if parsed.drivername == "postgresql":
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    return parsed.render_as_string(hide_password=False)
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """URL of a database on a PostgreSQL server where the tests may create databases.
+
+    ``ANOMTUNE_TEST_POSTGRES_URL`` names one (CI starts a throwaway server
+    and sets it); otherwise, when PostgreSQL's programs are installed, a
+    throwaway server is started for this test process (with pytest-xdist,
+    one per worker) and stopped at the end. Without either the tests are
+    skipped, except under CI, where that is an error.
+    """
+    url = os.environ.get(POSTGRES_ENV)
+    if url:
+        yield _psycopg_url(url)
+        return
+    if pg_cluster.find_bin_dir() is None:
+        message = (
+            f"PostgreSQL is not installed (no initdb) and {POSTGRES_ENV} is not set; "
+            "install it (Debian: apt-get install postgresql) or point the variable at a server"
+        )
+        if _in_ci():
+            pytest.fail(message, pytrace=False)
+        pytest.skip(message)
+    try:
+        cluster = pg_cluster.start()
+    except pg_cluster.ClusterError as exc:
+        pytest.fail(f"cannot start a throwaway PostgreSQL server: {exc}", pytrace=False)
+    try:
+        yield cluster.url
+    finally:
+        pg_cluster.stop(cluster.root)
+
+
+@pytest.fixture()
+def postgres_url(postgres_server):
+    """A fresh, empty PostgreSQL database of its own for one test (dropped afterwards)."""
+    import sqlalchemy as sa
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.pool import NullPool
+
+    name = f"anomtune_test_{uuid.uuid4().hex[:16]}"
+    admin = sa.create_engine(postgres_server, isolation_level="AUTOCOMMIT", poolclass=NullPool)
+    try:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+        yield make_url(postgres_server).set(database=name).render_as_string(hide_password=False)
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        admin.dispose()
