@@ -433,7 +433,9 @@ def parse_json(body: bytes) -> Any:
     except RecursionError:
         raise _malformed("the JSON is nested too deeply") from None
     except ValueError as exc:  # such as an integer with too many digits
-        raise _malformed(f"malformed JSON: {exc}") from None
+        if "digits" in str(exc):
+            raise _malformed("malformed JSON: a number has too many digits") from None
+        raise _malformed("malformed JSON: unreadable") from None
 
 
 def columns_from_json(
@@ -657,11 +659,71 @@ class MetadataOut(BaseModel):
     anomtune_version: str | None = None
 
 
-def _request_body(max_body: int, max_rows: int) -> dict:
-    value = {"description": "A value: number, string or null (missing)."}
-    row_list = {"type": "array", "items": {"type": "array", "items": value}}
-    records = {"type": "array", "items": {"type": "object", "additionalProperties": value}}
-    columnar = {"type": "object", "additionalProperties": {"type": "array", "items": value}}
+# The largest float32: numbers beyond it are refused (400).
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+def _request_body(served: LoadedModel | None, max_body: int, max_rows: int) -> dict:
+    """The OpenAPI request body of ``/invocations``, naming the served model's columns.
+
+    Rows and columns are described with the model's feature names and kinds, so a
+    client (or a schema-driven fuzzer) sees exactly which keys a request needs.
+    """
+    any_value = {"description": "A value: number, string or null (missing)."}
+    numeric = {
+        "type": ["number", "null"],
+        "minimum": -FLOAT32_MAX,
+        "maximum": FLOAT32_MAX,
+        "description": "A number (float32 range; numeric strings are read too) or null.",
+    }
+    names: list[str] = []
+    kinds: dict[str, dict] = {}
+    example_row: list = []
+    if served is not None:
+        names = list(served.feature_names)
+        categories = {
+            c.get("name"): c.get("categories") or []
+            for c in served.scorer.metadata.get("schema", {}).get("columns", [])
+        }
+        for name in names:
+            if name in served.categorical:
+                seen = [str(v) for v in categories.get(name, [])]
+                kinds[name] = {
+                    "type": ["string", "null"],
+                    "description": "A category (numbers are read as text); unknown values "
+                    "are allowed; null is missing.",
+                    **({"examples": seen[:5]} if seen else {}),
+                }
+                example_row.append(seen[0] if seen else "")
+            else:
+                kinds[name] = numeric
+                example_row.append(0.0)
+    rows = {"minItems": 1, "maxItems": max_rows}
+    record = {"type": "object", "properties": kinds, "additionalProperties": any_value}
+    if names:
+        record["required"] = names
+    records = {"type": "array", "items": record, **rows}
+    if names:
+        row_list = {
+            "type": "array",
+            "items": {
+                "type": "array",
+                "prefixItems": [kinds[n] for n in names],
+                "items": False,
+                "minItems": len(names),
+                "maxItems": len(names),
+            },
+            **rows,
+        }
+        columnar = {
+            "type": "object",
+            "properties": {n: {"type": "array", "items": kinds[n], **rows} for n in names},
+            "required": names,
+            "additionalProperties": {"type": "array", "items": any_value},
+        }
+    else:
+        row_list = {"type": "array", "items": {"type": "array", "items": any_value}, **rows}
+        columnar = {"type": "object", "additionalProperties": {"type": "array", "items": any_value}}
     params = {
         "type": "object",
         "properties": {"explain": {"type": "boolean"}},
@@ -681,19 +743,24 @@ def _request_body(max_body: int, max_rows: int) -> dict:
     split = {
         "type": "object",
         "properties": {
-            "columns": {"type": "array", "items": {"type": "string"}},
-            "data": row_list,
+            "columns": {"type": "array", "items": {"type": "string"}, "uniqueItems": True},
+            "data": {"type": "array", "items": {"type": "array", "items": any_value}, **rows},
             "index": {"type": "array"},
         },
         "required": ["columns", "data"],
+        "additionalProperties": False,
     }
+    shown = names or ["a", "b"]
+    row = example_row or [0.5, "red"]
+    csv_example = ",".join(shown) + "\n" + ",".join(map(str, row)) + "\n"
     return {
         "required": True,
         "description": (
             f"Up to {max_rows} rows and {max_body} bytes. Columns are matched by name in "
             "any order and extra columns are ignored; rows given as lists follow the "
-            "model's column order (feature_names in /metadata). null or an empty CSV "
-            "cell is a missing value, imputed by the model."
+            "model's column order (feature_names in /metadata"
+            + (f": {', '.join(names)}" if names else "")
+            + "). null or an empty CSV cell is a missing value, imputed by the model."
         ),
         "content": {
             "application/json": {
@@ -713,11 +780,11 @@ def _request_body(max_body: int, max_rows: int) -> dict:
                         ),
                     ]
                 },
-                "example": {"dataframe_split": {"columns": ["a", "b"], "data": [[0.5, "red"]]}},
+                "example": {"dataframe_split": {"columns": shown, "data": [row]}},
             },
             "text/csv": {
                 "schema": {"type": "string"},
-                "example": "a,b\n0.5,red\n",
+                "example": csv_example,
             },
         },
     }
@@ -805,6 +872,20 @@ def _build_app(holder, *, token, interval, max_body_bytes, max_rows, reject_miss
     )
     app.state.holder = holder
     expected = token.encode() if token else None
+    described: list = [None]  # the model the cached OpenAPI document describes
+
+    def openapi() -> dict:
+        # The document names the served model's columns, so it is rebuilt after a swap.
+        served = holder.current
+        if app.openapi_schema is None or described[0] is not served:
+            app.openapi_schema = None
+            doc = FastAPI.openapi(app)
+            post = doc["paths"]["/invocations"]["post"]
+            post["requestBody"] = _request_body(served, max_body_bytes, max_rows)
+            described[0] = served
+        return app.openapi_schema
+
+    app.openapi = openapi
 
     def authorize(
         credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_BEARER)],
@@ -883,7 +964,7 @@ def _build_app(holder, *, token, interval, max_body_bytes, max_rows, reject_miss
         response_model=InvocationsOut,
         dependencies=[Depends(authorize)],
         responses=_ERROR_RESPONSES,
-        openapi_extra={"requestBody": _request_body(max_body_bytes, max_rows)},
+        openapi_extra={"requestBody": _request_body(None, max_body_bytes, max_rows)},
         tags=["scoring"],
     )
     async def invocations(
@@ -924,7 +1005,10 @@ def _build_app(holder, *, token, interval, max_body_bytes, max_rows, reject_miss
         try:
             return await anyio.to_thread.run_sync(holder.reload)
         except AnomtuneError as exc:
-            raise RequestError(503, "RELOAD_FAILED", f"still serving the old model: {exc}") from exc
+            logger.warning("reload failed: %s", exc)
+            raise RequestError(
+                503, "RELOAD_FAILED", f"still serving the old model: {without_locations(exc)}"
+            ) from exc
         except Exception as exc:
             logger.error("reload failed", exc_info=exc)
             raise RequestError(
@@ -932,6 +1016,22 @@ def _build_app(holder, *, token, interval, max_body_bytes, max_rows, reject_miss
             ) from exc
 
     return app
+
+
+_URL = re.compile(r"\b([a-zA-Z][a-zA-Z0-9+.-]*)://\S+")
+_ABSOLUTE_PATH = re.compile(r"(?<![\w.@:/~-])(?:[A-Za-z]:)?[/\\][^\s'\",;]+")
+
+
+def without_locations(error: BaseException | str) -> str:
+    """An error message for clients: URLs and absolute paths shortened to what they name.
+
+    Registry and file errors name where things live on the server (a database URL,
+    which can hold a password, or a folder); a client needs neither. A path keeps its
+    last part (``models.db``), a URL its scheme (``postgresql+psycopg://...``).
+    """
+    text = str(error)
+    text = _URL.sub(lambda m: f"{m.group(1)}://...", text)
+    return _ABSOLUTE_PATH.sub(lambda m: re.split(r"[/\\]", m.group(0).rstrip("/\\"))[-1], text)
 
 
 async def _read_body(request, limit: int) -> bytes:

@@ -33,7 +33,8 @@ __all__ = ["serve_command"]
     envvar="ANOMTUNE_TOKEN",
     show_envvar=True,
     metavar="TOKEN",
-    help="Require 'Authorization: Bearer TOKEN' on /invocations, /metadata and /reload.",
+    help="Require 'Authorization: Bearer TOKEN' on /invocations, /metadata and /reload. "
+    "Prefer the environment variable: other users can see a command line.",
 )
 @click.option(
     "--reload-interval",

@@ -370,6 +370,27 @@ def test_openapi_describes_the_api(server):
     assert "Prediction" in doc["components"]["schemas"]
 
 
+def test_openapi_names_the_model_columns(server, models):
+    status, _, doc = call(server, "/openapi.json")
+    assert status == 200
+    body = doc["paths"]["/invocations"]["post"]["requestBody"]
+    forms = {f["title"]: f for f in body["content"]["application/json"]["schema"]["oneOf"]}
+    record = forms["dataframe_records"]["properties"]["dataframe_records"]["items"]
+    assert record["required"] == FEATURES
+    assert record["properties"]["a"]["type"] == ["number", "null"]
+    assert record["properties"]["color"]["type"] == ["string", "null"]
+    assert set(record["properties"]["color"]["examples"]) <= {"red", "green", "blue"}
+    rows = forms["instances"]["properties"]["instances"]["anyOf"][1]
+    assert rows["maxItems"] == 10_000 and rows["items"]["minItems"] == len(FEATURES)
+    # The documented example is a request the served model scores.
+    example = body["content"]["application/json"]["example"]
+    assert example["dataframe_split"]["columns"] == FEATURES
+    status, _, answer = call(server, "/invocations", example)
+    assert status == 200 and len(answer["predictions"]) == 1
+    csv = body["content"]["text/csv"]["example"].encode()
+    assert call(server, "/invocations", csv, content_type="text/csv")[0] == 200
+
+
 class Promotions:
     """A resolver standing in for the registry: ``name@champion`` and what it points at."""
 
@@ -408,6 +429,28 @@ def test_reload_picks_up_a_promotion_live(models):
             "still serving the old model: registry unavailable"
         )
         assert call(url, "/invocations", body, headers=auth)[1]["X-Anomtune-Model-Version"] == "2"
+
+
+def test_a_failed_reload_names_no_server_location(models, tmp_path):
+    class Failing(Promotions):
+        def __call__(self):
+            if self.broken:
+                raise DataError(
+                    f"mixed@champion: no registry at {tmp_path}/reg.db and none at "
+                    "postgresql+psycopg://anomtune:pw@db.internal/models"
+                )
+            return super().__call__()
+
+    champion = Failing(models)
+    with running(create_app(champion)) as url:
+        champion.broken = True
+        status, _, answer = call(url, "/reload", b"", method="POST")
+        assert status == 503
+        assert answer["message"] == (
+            "still serving the old model: mixed@champion: no registry at reg.db and none at "
+            "postgresql+psycopg://..."
+        )
+        assert call(url, "/invocations", split([ROW]))[0] == 200
 
 
 def test_reload_on_an_interval_and_under_load(models):
@@ -563,3 +606,49 @@ def test_an_alias_promotion_in_a_real_registry_is_served_live(models, tmp_path):
         status, _, answer = call(url, "/reload", b"", method="POST")
         assert status == 200 and answer["changed"] is True
         assert answer["model"]["version"] == 1
+
+
+def test_concurrent_clients_get_the_scorers_answers(server, models):
+    """500 requests from 8 threads on keep-alive connections: every answer is 200 and
+    holds exactly the scores of direct Scorer scoring of its rows."""
+    import http.client
+
+    rows = mixed_rows(64, seed=11)
+    result = load_scorer(models[0]).score(rows)
+    records = jsonable(rows).to_dict(orient="records")
+    port = int(server.rsplit(":", 1)[1])
+    failures, answered = [], []
+
+    def client(k: int) -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        picks = np.random.default_rng(k).integers(0, len(rows), size=(63, 8))
+        try:
+            for i, pick in enumerate(picks[: 62 + (k < 4)]):
+                take = pick[: 1 + i % 8].tolist()  # 1 to 8 rows
+                body = json.dumps({"dataframe_records": [records[j] for j in take]})
+                conn.request("POST", "/invocations", body, {"Content-Type": "application/json"})
+                response = conn.getresponse()
+                answer = json.loads(response.read())
+                answered.append(response.status)
+                if response.status != 200:
+                    failures.append((response.status, answer))
+                    continue
+                got = answer["predictions"]
+                scores = [p["score"] for p in got]
+                if (
+                    not np.allclose(scores, result.score[take], rtol=1e-6)
+                    or [p["is_anomaly"] for p in got] != result.is_anomaly[take].tolist()
+                ):
+                    failures.append(("wrong answer", take, got))
+        except Exception as exc:  # a dropped connection is a failure too
+            failures.append(("error", repr(exc)))
+        finally:
+            conn.close()
+
+    threads = [threading.Thread(target=client, args=(k,)) for k in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert not failures, failures[:3]
+    assert len(answered) == 500
