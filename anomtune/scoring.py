@@ -17,6 +17,12 @@ from anomtune.errors import DataError
 
 __all__ = ["ScoreResult", "Scorer", "category_text", "encode_frame", "load_scorer", "open_model"]
 
+# Rows per onnxruntime call for large inputs: a slice's activations fit in
+# the CPU cache (benchmarks/scoring.py measures the gain).
+SLICE_ROWS = 4096
+# Rows per step when a column-major matrix is copied to row-major.
+_TRANSPOSE_ROWS = 256
+
 
 @dataclass
 class ScoreResult:
@@ -33,6 +39,9 @@ class ScoreResult:
 
 class Scorer:
     """An onnxruntime session over an anomtune graph, with its schema and metadata."""
+
+    #: Rows per session call when scoring a large input (see :meth:`run`).
+    slice_rows: int = SLICE_ROWS
 
     def __init__(self, model: bytes, *, threads: int = 1, source: str = "<bytes>"):
         import onnxruntime as ort
@@ -61,8 +70,13 @@ class Scorer:
         present = set(map(str, columns))
         missing = [c for c in self.feature_names if c not in present]
         if missing:
+            import difflib
+
             more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
-            raise DataError(f"missing feature column {missing[0]!r}{more}")
+            unused = [c for c in map(str, columns) if c not in set(self.feature_names)]
+            close = difflib.get_close_matches(missing[0], unused, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise DataError(f"missing feature column {missing[0]!r}{more}{hint}")
 
     def feeds(self, frame: pd.DataFrame) -> dict:
         """The graph's inputs from a DataFrame (columns by name, any order, extras ignored)."""
@@ -78,7 +92,7 @@ class Scorer:
                     f"expected a 2-d array with {len(self.feature_names)} columns, "
                     f"got shape {array.shape}"
                 )
-            data = pd.DataFrame(array, columns=self.feature_names)
+            data = pd.DataFrame(array, columns=self.feature_names, copy=False)
         if len(data) == 0:
             empty = np.zeros(0, dtype=np.float32)
             return ScoreResult(
@@ -87,8 +101,30 @@ class Scorer:
                 np.zeros((0, len(self.feature_names)), np.float32),
                 self.feature_names,
             )
-        score, errors, label = self.session.run(None, self.feeds(data))
-        return ScoreResult(score, label.astype(bool), errors, self.feature_names)
+        score, errors, label = self.run(self.feeds(data))
+        return ScoreResult(score, label, errors, self.feature_names)
+
+    def run(self, feeds: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(score, feature_errors, is_anomaly)`` for prepared feeds.
+
+        More than :attr:`slice_rows` rows are run in consecutive slices of
+        that many, written into arrays for the whole input: a slice's
+        activations stay in the CPU cache, which makes a large input up to
+        1.5x faster per row than one call over all of it.
+        """
+        n = len(feeds["numeric"])
+        step = max(1, int(self.slice_rows))
+        if n <= step:
+            score, errors, label = self.session.run(None, feeds)
+            return score, errors, label.astype(bool, copy=False)
+        score = np.empty(n, dtype=np.float32)
+        errors = np.empty((n, len(self.feature_names)), dtype=np.float32)
+        label = np.empty(n, dtype=bool)
+        for start in range(0, n, step):
+            stop = start + step
+            part = {name: value[start:stop] for name, value in feeds.items()}
+            score[start:stop], errors[start:stop], label[start:stop] = self.session.run(None, part)
+        return score, errors, label
 
 
 def encode_frame(frame: pd.DataFrame, numeric: list[str], categorical: list[str]) -> dict:
@@ -97,32 +133,73 @@ def encode_frame(frame: pd.DataFrame, numeric: list[str], categorical: list[str]
     Numeric columns read as text are parsed; a value that is not a number, or
     an infinite one, is an error naming the column and row.
     """
-    block = np.empty((len(frame), len(numeric)), dtype=np.float32)
-    for j, name in enumerate(numeric):
-        column = frame[name]
-        if not (pd.api.types.is_numeric_dtype(column) or pd.api.types.is_bool_dtype(column)):
-            parsed = pd.to_numeric(column, errors="coerce")
-            bad = parsed.isna() & column.notna()
-            if bad.any():
-                pos = int(np.flatnonzero(bad.to_numpy())[0])
-                raise DataError(
-                    f"column {name!r} is numeric but row {pos + 1} holds {str(column.iloc[pos])!r}"
-                )
-            column = parsed
-        # Checked after the cast: a value beyond float32's range becomes infinite.
-        block[:, j] = column.to_numpy(dtype=np.float64, na_value=np.nan)
-        bad = np.isinf(block[:, j])
-        if bad.any():
-            pos = int(np.flatnonzero(bad)[0])
-            raise DataError(
-                f"column {name!r} has an infinite or out-of-range value at row {pos + 1}"
-            )
+    block = _numeric_block(frame, numeric)
+    if block is None:
+        block = np.empty((len(frame), len(numeric)), dtype=np.float32)
+        for j, name in enumerate(numeric):
+            block[:, j] = _numeric_column(frame[name], name)
     feeds = {"numeric": block}
     if categorical:
         cats = frame[categorical].astype("object")
         cats = cats.where(cats.notna(), "")
         feeds["categorical"] = cats.map(category_text).to_numpy(dtype=object).astype(str)
     return feeds
+
+
+def _numeric_column(column: pd.Series, name: str) -> np.ndarray:
+    """One numeric column as float32, text parsed; raises naming the first bad row."""
+    if not (pd.api.types.is_numeric_dtype(column) or pd.api.types.is_bool_dtype(column)):
+        parsed = pd.to_numeric(column, errors="coerce")
+        bad = parsed.isna() & column.notna()
+        if bad.any():
+            pos = int(np.flatnonzero(bad.to_numpy())[0])
+            raise DataError(
+                f"column {name!r} is numeric but row {pos + 1} holds {str(column.iloc[pos])!r}"
+            )
+        column = parsed
+    with np.errstate(over="ignore"):
+        values = column.to_numpy(dtype=np.float64, na_value=np.nan).astype(np.float32)
+    # Checked after the cast: a value beyond float32's range becomes infinite.
+    bad = np.isinf(values)
+    if bad.any():
+        pos = int(np.flatnonzero(bad)[0])
+        raise DataError(f"column {name!r} has an infinite or out-of-range value at row {pos + 1}")
+    return values
+
+
+def _numeric_block(frame: pd.DataFrame, numeric: list[str]) -> np.ndarray | None:
+    """The numeric columns as one C-ordered float32 matrix, when every one of them
+    has a numeric dtype and no value is infinite; else None (the caller then
+    goes column by column, which parses text and names a bad value)."""
+    if not numeric or frame.columns.has_duplicates:
+        return None
+    source = frame if list(frame.columns) == numeric else frame[numeric]
+    if not all(
+        pd.api.types.is_numeric_dtype(t) or pd.api.types.is_bool_dtype(t) for t in source.dtypes
+    ):
+        return None
+    with np.errstate(over="ignore", invalid="ignore"):
+        values = source.to_numpy(dtype=np.float32, na_value=np.nan)
+    block = _c_ordered(values)
+    if np.isinf(block).any():
+        return None
+    return block
+
+
+def _c_ordered(values: np.ndarray) -> np.ndarray:
+    """``values`` in C order. pandas hands a frame's matrix over column-major;
+    transposing it in slices of :data:`_TRANSPOSE_ROWS` rows, each copied to a
+    compact buffer first, keeps the reads in the cache."""
+    if values.flags.c_contiguous:
+        return values
+    if not values.flags.f_contiguous or len(values) <= _TRANSPOSE_ROWS:
+        return np.ascontiguousarray(values)
+    out = np.empty(values.shape, dtype=values.dtype)
+    columns = values.T  # C-contiguous [n_columns, n_rows]
+    for start in range(0, len(values), _TRANSPOSE_ROWS):
+        stop = start + _TRANSPOSE_ROWS
+        out[start:stop] = columns[:, start:stop].copy().T
+    return out
 
 
 def category_text(value) -> str:
