@@ -13,12 +13,14 @@ import sys
 import click
 
 from anomtune import __version__
+from anomtune.cli.datasets import datasets_command
 from anomtune.cli.export import export_command
 from anomtune.cli.fit import fit_command
 from anomtune.cli.registry import registry_group
 from anomtune.cli.score import score_command
 from anomtune.cli.serve import serve_command
 from anomtune.cli.space import space_command
+from anomtune.cli.studies import studies_command, trials_command
 from anomtune.cli.tune import tune_command
 from anomtune.errors import AnomtuneError
 
@@ -53,6 +55,9 @@ cli.add_command(space_command)
 cli.add_command(export_command)
 cli.add_command(score_command)
 cli.add_command(serve_command)
+cli.add_command(studies_command)
+cli.add_command(trials_command)
+cli.add_command(datasets_command)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,0 +1,324 @@
+"""``anomtune studies`` and ``anomtune trials``: what a study storage holds.
+
+Both read the storage ``anomtune tune`` writes (resolved by the same
+function, :func:`anomtune.tuning.open_storage`) and change nothing in it.
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+
+import click
+
+from anomtune.cli.options import print_json
+
+__all__ = ["studies_command", "trials_command"]
+
+STATES = {
+    "complete": "complete",
+    "pruned": "pruned",
+    "failed": "fail",
+    "running": "running",
+    "waiting": "waiting",
+}
+
+
+def storage_options(func):
+    """``--storage`` and ``--workspace``, as ``anomtune tune`` takes them."""
+    func = click.option(
+        "--workspace",
+        default=".anomtune",
+        show_default=True,
+        help="Folder of the default storage (as for 'anomtune tune').",
+    )(func)
+    return click.option(
+        "--storage",
+        metavar="PATH|URL",
+        help="Optuna storage: a journal file path or a database URL "
+        "(default: WORKSPACE/studies.journal).",
+    )(func)
+
+
+def _open_existing(storage: str | None, workspace: str):
+    """The storage and its label, or ``(None, label)`` when the default one does not exist yet.
+
+    Nothing is created: a missing journal or SQLite file given by name is an
+    error, since ``open_storage`` would otherwise create an empty one.
+    """
+    from anomtune.errors import ConfigError
+    from anomtune.tuning import open_storage
+
+    if storage is None:
+        default = Path(workspace) / "studies.journal"
+        if not default.is_file():
+            return None, str(default)
+    elif "://" in storage:
+        if storage.startswith("sqlite:"):
+            database = _sqlite_file(storage)
+            if database is not None and not Path(database).is_file():
+                raise ConfigError(f"storage {storage!r}: no SQLite database at {database}")
+    elif not Path(storage).exists():
+        raise ConfigError(
+            f"storage {storage!r}: no such journal file (anomtune tune --storage creates it)"
+        )
+    try:
+        return open_storage(storage, workspace)
+    except (ValueError, KeyError, TypeError) as exc:
+        if isinstance(exc, ConfigError):
+            raise
+        raise ConfigError(
+            f"storage {storage!r} is not an Optuna journal file ({type(exc).__name__}: "
+            f"{str(exc).splitlines()[0] if str(exc) else 'unreadable'})"
+        ) from exc
+
+
+def _sqlite_file(url: str) -> str | None:
+    from sqlalchemy.engine import make_url
+
+    try:
+        database = make_url(url).database
+    except Exception:  # a malformed URL is reported by open_storage
+        return None
+    return database if database and database != ":memory:" else None
+
+
+def _summaries(storage) -> list:
+    import optuna
+
+    return sorted(
+        optuna.get_all_study_summaries(storage, include_best_trial=False),
+        key=lambda s: s.study_name,
+    )
+
+
+def _study_row(storage, summary) -> dict:
+    from optuna.trial import TrialState
+
+    study_id = storage.get_study_id_from_name(summary.study_name)
+    trials = storage.get_all_trials(study_id, deepcopy=False)
+    counts = {state: 0 for state in ("complete", "pruned", "fail", "running", "waiting")}
+    for t in trials:
+        counts[t.state.name.lower()] = counts.get(t.state.name.lower(), 0) + 1
+    directions = [d.name.lower() for d in summary.directions]
+    objectives = summary.user_attrs.get("anomtune.objectives") or directions
+    complete = [t for t in trials if t.state == TrialState.COMPLETE and t.values]
+    best = None
+    if complete:
+        pick = max if directions[0] == "maximize" else min
+        best = pick(complete, key=lambda t: t.values[0])
+    finished = [t.datetime_complete for t in trials if t.datetime_complete is not None]
+    if counts["running"]:
+        state = "running"
+    elif not trials:
+        state = "empty"
+    elif counts["waiting"]:
+        state = "queued"
+    else:
+        state = "finished"
+    return {
+        "name": summary.study_name,
+        "trials": len(trials),
+        "complete": counts["complete"],
+        "pruned": counts["pruned"],
+        "failed": counts["fail"],
+        "running": counts["running"],
+        "waiting": counts["waiting"],
+        "state": state,
+        "objectives": list(objectives),
+        "directions": directions,
+        "best_value": best.values[0] if best is not None else None,
+        "best_trial": best.number if best is not None else None,
+        "started": summary.datetime_start.isoformat() if summary.datetime_start else None,
+        "last_finished": max(finished).isoformat() if finished else None,
+    }
+
+
+def _num(value) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.4f}" if abs(value) < 1000 else f"{value:.4g}"
+    return str(value)
+
+
+def _param(value) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def _echo_table(head: list[str], rows: list[list[str]], right: set[int]) -> None:
+    widths = [max(len(x) for x in col) for col in zip(head, *rows, strict=False)]
+    for line in [head, *rows]:
+        cells = [
+            c.rjust(w) if i in right else c.ljust(w)
+            for i, (c, w) in enumerate(zip(line, widths, strict=True))
+        ]
+        click.echo("  ".join(cells).rstrip())
+
+
+@click.command("studies")
+@storage_options
+@click.option("--json", "as_json", is_flag=True, help="Print the studies as JSON.")
+def studies_command(storage, workspace, as_json):
+    """List the studies in a storage: trials, best value and state.
+
+    Reads the storage 'anomtune tune' writes (the same --storage and
+    --workspace) and changes nothing. STATE is running (a trial is running
+    now, or was left running by a killed process), queued (trials wait to
+    run), finished, or empty. BEST is the best value of the first objective
+    among the completed trials.
+
+    \b
+    Examples:
+      anomtune studies
+      anomtune studies --storage runs/demo.journal
+      anomtune studies --storage sqlite:///studies.db --json
+    """
+    handle, label = _open_existing(storage, workspace)
+    rows = [] if handle is None else [_study_row(handle, s) for s in _summaries(handle)]
+    if as_json:
+        print_json({"storage": label, "studies": rows})
+        return
+    if not rows:
+        click.echo(f"no studies in {label} (anomtune tune creates them)", err=True)
+        return
+    head = ["study", "trials", "complete", "pruned", "failed", "best", "objective", "state"]
+    body = [
+        [
+            r["name"],
+            str(r["trials"]),
+            str(r["complete"]),
+            str(r["pruned"]),
+            str(r["failed"]),
+            _num(r["best_value"]),
+            f"{r['objectives'][0]} ({'max' if r['directions'][0] == 'maximize' else 'min'})",
+            r["state"],
+        ]
+        for r in rows
+    ]
+    _echo_table(head, body, right={1, 2, 3, 4, 5})
+    click.echo(f"storage: {label}")
+
+
+def _load_study(storage: str | None, workspace: str, name: str):
+    from anomtune.errors import ConfigError
+
+    handle, label = _open_existing(storage, workspace)
+    names = [] if handle is None else [s.study_name for s in _summaries(handle)]
+    if name not in names:
+        if not names:
+            raise ConfigError(
+                f"no study named {name!r}: {label} holds no studies (anomtune tune creates them)"
+            )
+        close = difflib.get_close_matches(name, names, n=1, cutoff=0.5)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        shown = ", ".join(names[:20]) + (f" and {len(names) - 20} more" if len(names) > 20 else "")
+        raise ConfigError(f"no study named {name!r} in {label}{hint} (studies: {shown})")
+    import optuna
+
+    return optuna.load_study(study_name=name, storage=handle), label
+
+
+_SORT_KEYS = {
+    "number": lambda r: r["number"],
+    "value": lambda r: r["value"],
+    "duration": lambda r: r["duration_s"],
+    "state": lambda r: r["state"],
+}
+
+
+def _complete_study(ctx, param, incomplete: str) -> list[str]:
+    """Shell completion of STUDY: the studies in the storage named so far on the line."""
+    try:
+        handle, _ = _open_existing(
+            ctx.params.get("storage"), ctx.params.get("workspace") or ".anomtune"
+        )
+        names = [] if handle is None else [s.study_name for s in _summaries(handle)]
+    except Exception:  # completion must never fail the shell
+        return []
+    return [n for n in names if n.startswith(incomplete)]
+
+
+@click.command("trials")
+@click.argument("study", shell_complete=_complete_study)
+@storage_options
+@click.option(
+    "--sort",
+    "sort_key",
+    type=click.Choice(sorted(_SORT_KEYS)),
+    default="number",
+    show_default=True,
+    help="Order the rows by this column (trials without one come last).",
+)
+@click.option("--desc", is_flag=True, help="Sort in descending order.")
+@click.option(
+    "--state",
+    "states",
+    multiple=True,
+    type=click.Choice(list(STATES)),
+    help="Only trials in this state (repeatable).",
+)
+@click.option("--params", "show_params", is_flag=True, help="Add a column per parameter.")
+@click.option("--json", "as_json", is_flag=True, help="Print the trials as JSON.")
+def trials_command(study, storage, workspace, sort_key, desc, states, show_params, as_json):
+    """List the trials of STUDY: state, value, epochs, duration and parameters.
+
+    The rows are those of the run folder's trials.csv, read live from the
+    storage, so a study still being tuned shows its progress.
+
+    \b
+    Examples:
+      anomtune trials cardio
+      anomtune trials cardio --sort value --desc --state complete
+      anomtune trials demo --storage runs/demo.journal --params
+      anomtune trials cardio --json
+    """
+    from anomtune.tuning import trial_rows
+
+    loaded, label = _load_study(storage, workspace, study)
+    rows = trial_rows(loaded)
+    if states:
+        wanted = {STATES[s] for s in states}
+        rows = [r for r in rows if r["state"] in wanted]
+    key = _SORT_KEYS[sort_key]
+    present = [r for r in rows if key(r) is not None]
+    absent = [r for r in rows if key(r) is None]
+    rows = sorted(present, key=key, reverse=desc) + absent
+    objectives = loaded.user_attrs.get("anomtune.objectives") or [
+        d.name.lower() for d in loaded.directions
+    ]
+    if as_json:
+        print_json({"study": study, "storage": label, "objectives": objectives, "trials": rows})
+        return
+    if not rows:
+        click.echo(f"study {study!r} has no trials{' in that state' if states else ''}", err=True)
+        return
+    multi = any("value_2" in r for r in rows)
+    head = ["#", "state", objectives[0]]
+    if multi:
+        head.append(objectives[1] if len(objectives) > 1 else "value_2")
+    head += ["epochs", "best_epoch", "seconds"]
+    params = sorted({k for r in rows for k in r if k.startswith("params_")})
+    shown = params if show_params else [p for p in params if p == "params_variant"]
+    head += [p.removeprefix("params_") for p in shown]
+    failed = any(r["fail_reason"] for r in rows)
+    if failed:
+        head.append("reason")
+    body = []
+    for r in rows:
+        line = [str(r["number"]), r["state"], _num(r["value"])]
+        if multi:
+            line.append(_num(r.get("value_2")))
+        line += [
+            _num(r["epochs"]),
+            _num(r["best_epoch"]),
+            f"{r['duration_s']:.1f}" if r["duration_s"] is not None else "-",
+        ]
+        line += [_param(r.get(p)) for p in shown]
+        if failed:
+            line.append(r["fail_reason"] or "")
+        body.append(line)
+    numeric = {0, 2, 3, 4, 5, 6} if multi else {0, 2, 3, 4, 5}
+    _echo_table(head, body, right=numeric)
