@@ -22,7 +22,10 @@ names one of :data:`PAUSE_POINTS`, a registration stops there (printing
 ``anomtune-registry: paused at POINT`` on stderr) and sleeps until it is
 killed. The crash tests use it to kill a registration at a known point:
 ``staged`` (temporary file written), ``placed`` (file in place, inside the
-transaction) and ``inserted`` (rows inserted, not yet committed).
+transaction) and ``inserted`` (rows inserted, not yet committed). An alias
+move (``promote``, ``rollback``) stops at one of :data:`ALIAS_PAUSE_POINTS`:
+``alias-moved`` (the alias row changed, no history row yet) and
+``alias-recorded`` (history row written, not yet committed).
 """
 
 from __future__ import annotations
@@ -64,6 +67,7 @@ from anomtune.registry._names import (
 
 __all__ = [
     "ACTIVE",
+    "ALIAS_PAUSE_POINTS",
     "ARCHIVED",
     "PAUSE_POINTS",
     "TEST_PAUSE_ENV",
@@ -83,6 +87,7 @@ ACTIVE = "active"
 ARCHIVED = "archived"
 TEST_PAUSE_ENV = "ANOMTUNE_REGISTRY_TEST_PAUSE"
 PAUSE_POINTS = ("staged", "placed", "inserted")
+ALIAS_PAUSE_POINTS = ("alias-moved", "alias-recorded")
 SQLITE_TIMEOUT = 60.0
 _ATTEMPTS = 5
 
@@ -330,15 +335,20 @@ class Registry:
             registry if isinstance(registry, RegistryLocation) else locate_registry(registry, files)
         )
         db = location.sqlite_path
-        if db is not None and not db.exists():
-            if not create:
-                raise RegistryNotFoundError(
-                    f"there is no model registry at {location.display} (register a model first: "
-                    "anomtune registry register RUN_DIR --name NAME)"
-                )
-            db.parent.mkdir(parents=True, exist_ok=True)
+        if db is not None and not db.exists() and not create:
+            raise RegistryNotFoundError(
+                f"there is no model registry at {location.display} (register a model first: "
+                "anomtune registry register RUN_DIR --name NAME)"
+            )
         if create:
-            location.files.mkdir(parents=True, exist_ok=True)
+            try:
+                if db is not None:
+                    db.parent.mkdir(parents=True, exist_ok=True)
+                location.files.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise RegistryError(
+                    f"cannot create the registry at {location.display}: {exc.strerror or exc}"
+                ) from exc
         engine = _make_engine(location)
         reg = cls(location, engine)
         try:
@@ -658,7 +668,13 @@ class Registry:
         final = self._path(relpath)
         now = _now()
         who = _who()
-        tmp = _store.stage(final, data)
+        try:
+            tmp = _store.stage(final, data)
+        except OSError as exc:
+            raise RegistryError(
+                f"cannot write the model file into {self.location.files}: {exc.strerror or exc}; "
+                "nothing was registered"
+            ) from exc
         try:
             _pause("staged")
             self._ensure(S.models, "name", name, last_version=0, created_at=now, updated_at=now)
@@ -672,6 +688,11 @@ class Registry:
                     break
                 except _Retry:
                     continue
+                except OSError as exc:
+                    raise RegistryError(
+                        f"cannot place the model file in {self.location.files}: "
+                        f"{exc.strerror or exc}; nothing was registered"
+                    ) from exc
             else:
                 raise RegistryError(f"could not register {name}: its file kept being deleted")
         finally:
@@ -808,8 +829,10 @@ class Registry:
                     .where(A.c.name == name, A.c.alias == alias)
                     .values(version=version, updated_at=now)
                 )
+            _pause("alias-moved")
             move = AliasMove(name, alias, action, current, int(version), now, _who(), reason)
             conn.execute(sa.insert(H).values(**move.to_dict()))
+            _pause("alias-recorded")
         return move
 
     def rollback_target(self, name: str, alias: str) -> int | None:
@@ -928,16 +951,22 @@ class Registry:
     # -- checking
 
     def verify(self, *, check_onnx: bool = True) -> VerifyReport:
-        """Check every version's file: present, hash, ONNX checker, metadata.
+        """Check every version's file (present, hash, ONNX checker, metadata) and alias.
 
-        Files no version references (left by an interrupted registration or
-        deletion) and staged temporary files are reported as notes.
+        Every alias must point at an existing version, and the last history
+        row of each alias must name its current holder. Files no version
+        references (left by an interrupted registration or deletion) and
+        staged temporary files are reported as notes.
         """
         with self._tx() as conn:
             rows = conn.execute(
                 sa.select(S.versions).order_by(S.versions.c.name, S.versions.c.version)
             ).all()
-        problems: list[Problem] = []
+            alias_rows = conn.execute(
+                sa.select(S.aliases).order_by(S.aliases.c.name, S.aliases.c.alias)
+            ).all()
+            moves = conn.execute(sa.select(S.alias_history).order_by(S.alias_history.c.id)).all()
+        problems: list[Problem] = _check_aliases(rows, alias_rows, moves)
         seen: dict[str, str | None] = {}
         for row in rows:
             path = self._path(row.file)
@@ -959,6 +988,34 @@ class Registry:
             elif path.resolve() not in referenced:
                 notes.append(Problem(None, str(path), "no version references this file"))
         return VerifyReport(len(rows), len(seen), problems, notes)
+
+
+def _check_aliases(rows, alias_rows, moves) -> list[Problem]:
+    """Aliases that point at no version, or that disagree with their history."""
+    existing = {(r.name, r.version) for r in rows}
+    last = {(m.name, m.alias): m.to_version for m in moves}
+    holders = {(a.name, a.alias): a.version for a in alias_rows}
+    problems = []
+    for (name, alias), version in holders.items():
+        ref = f"{name}@{alias}"
+        if (name, version) not in existing:
+            problems.append(
+                Problem(ref, "-", f"the alias points at version {version}, which is gone")
+            )
+        elif last.get((name, alias)) != version:
+            problems.append(
+                Problem(ref, "-", f"the alias history does not end at version {version}")
+            )
+    for (name, alias), version in last.items():
+        if version is not None and (name, alias) not in holders:
+            problems.append(
+                Problem(
+                    f"{name}@{alias}",
+                    "-",
+                    f"the history moved the alias to {version}, but the alias is missing",
+                )
+            )
+    return problems
 
 
 def _check_file(path: Path, digest: str, check_onnx: bool) -> str | None:
