@@ -228,6 +228,36 @@ class LoadedModel:
 
     def feeds(self, columns: Mapping[str, Any], n: int, *, reject_missing: bool) -> dict:
         """Graph inputs from ``{column: values}`` with the semantics of ``encode_frame``."""
+        block = self._numeric_block(columns, n, reject_missing=reject_missing)
+        if block is None:
+            block = self._numeric_by_column(columns, n, reject_missing=reject_missing)
+        feeds = {"numeric": block}
+        if self.categorical:
+            cats = np.empty((n, len(self.categorical)), dtype=object)
+            for j, name in enumerate(self.categorical):
+                cats[:, j] = _categorical_column(name, columns[name], reject_missing)
+            feeds["categorical"] = cats
+        return feeds
+
+    def _numeric_block(self, columns, n: int, *, reject_missing: bool) -> np.ndarray | None:
+        """All numeric columns in one conversion, or ``None`` when a value needs a closer
+        look (not a number, infinite, beyond float32, or missing when refused)."""
+        if not self.numeric:
+            return np.empty((n, 0), dtype=np.float32)
+        try:
+            values = np.array([columns[name] for name in self.numeric], dtype=np.float64)
+        except (TypeError, ValueError, OverflowError):
+            return None
+        if values.shape != (len(self.numeric), n):
+            return None
+        with np.errstate(over="ignore"):
+            block = values.T.astype(np.float32, order="C")
+        finite = np.isfinite(block)
+        if not finite.all() and (reject_missing or np.isinf(block[~finite]).any()):
+            return None
+        return block
+
+    def _numeric_by_column(self, columns, n: int, *, reject_missing: bool) -> np.ndarray:
         block = np.empty((n, len(self.numeric)), dtype=np.float32)
         for j, name in enumerate(self.numeric):
             values = _numeric_column(name, columns[name], n)
@@ -244,13 +274,7 @@ class LoadedModel:
                     )
                 if reject_missing:
                     raise _missing_error(name, pos)
-        feeds = {"numeric": block}
-        if self.categorical:
-            cats = np.empty((n, len(self.categorical)), dtype=object)
-            for j, name in enumerate(self.categorical):
-                cats[:, j] = _categorical_column(name, columns[name], reject_missing)
-            feeds["categorical"] = cats
-        return feeds
+        return block
 
     def run(self, columns: Mapping[str, Any], n: int, *, reject_missing: bool):
         score, errors, label = self.session.run(
