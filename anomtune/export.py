@@ -340,7 +340,9 @@ def export_run(run_dir: str | Path, path: str | Path | None = None) -> tuple[byt
         summary = json.loads((run_dir / "summary.json").read_text())
     except FileNotFoundError as exc:
         raise ExportError(f"{run_dir}: not a run folder (no summary.json)") from exc
-    if not summary.get("best"):
+    except (OSError, ValueError) as exc:  # a JSONDecodeError is a ValueError
+        raise ExportError(f"{run_dir / 'summary.json'}: not valid JSON ({exc})") from exc
+    if not isinstance(summary, dict) or not summary.get("best"):
         raise ExportError(f"{run_dir}: the run has no best model to export")
     detector, preprocessor, _ = load_model(run_dir / "model")
     cfg = summary["config"]

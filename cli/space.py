@@ -33,7 +33,13 @@ __all__ = ["space_command"]
     help="Narrow the space of a finished run around its best quarter of trials.",
 )
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write here, not stdout.")
-def space_command(data_path, label, n_features, run_dir, output):
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="Print the space as JSON instead of TOML (-o still writes the TOML file).",
+)
+def space_command(data_path, label, n_features, run_dir, output, as_json):
     """Print a search space as an editable TOML file for 'anomtune tune --space'.
 
     Without --refine it is the default space (every variant with its own
@@ -46,6 +52,7 @@ def space_command(data_path, label, n_features, run_dir, output):
       anomtune space --data datasets/cardio.csv --label is_anomaly > space.toml
       anomtune space --refine runs/cardio -o finer.toml
       anomtune tune datasets/cardio.csv --label is_anomaly --space finer.toml --study cardio-2
+      anomtune space --features 10 --json
     """
     from anomtune.errors import ConfigError
     from anomtune.space import default_space, load_space, narrow
@@ -75,5 +82,16 @@ def space_command(data_path, label, n_features, run_dir, output):
     text = space.to_toml(header)
     if output:
         Path(output).write_text(text)
-    else:
+    if as_json:
+        from anomtune.cli.options import print_json
+
+        print_json(
+            {
+                "space": space.to_dict(),
+                "fingerprint": space.fingerprint(),
+                "refined_from": str(run_dir) if run_dir is not None else None,
+                "output": output,
+            }
+        )
+    elif not output:
         click.echo(text, nl=False)
