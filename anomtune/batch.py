@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import re
 import sys
 import tempfile
 import time
@@ -121,22 +122,55 @@ def _batches(source: str, needed: list[str], numeric: list[str], sep: str) -> It
             ),
         )
     except pa.ArrowException as exc:
-        raise DataError(f"{source}: {_arrow_message(exc, numeric)}") from exc
+        raise DataError(f"{source}: {_arrow_message(exc, numeric, names, source, sep)}") from exc
     while True:
         try:
             batch = reader.read_next_batch()
         except StopIteration:
             return
         except pa.ArrowException as exc:
-            raise DataError(f"{source}: {_arrow_message(exc, numeric)}") from exc
+            raise DataError(
+                f"{source}: {_arrow_message(exc, numeric, names, source, sep)}"
+            ) from exc
         yield batch
 
 
-def _arrow_message(exc: Exception, numeric: list[str]) -> str:
+def _arrow_message(
+    exc: Exception, numeric: list[str], names: list[str], source: str, sep: str
+) -> str:
     text = str(exc).strip().splitlines()[0]
+    # Arrow numbers the file's columns from 0 and quotes the value it could not convert.
+    found = re.search(
+        r"CSV column #(\d+): CSV conversion error to double: invalid value '(.*)'$", text
+    )
+    if found and int(found[1]) < len(names):
+        index, value = int(found[1]), found[2]
+        return (
+            f"column {names[index]!r} is numeric but {value!r}"
+            f"{_line_of(source, sep, index, value)} is not a number"
+        )
     if "conversion error to double" in text:
         return f"a numeric column holds a value that is not a number ({text})"
     return f"cannot parse CSV: {text}"
+
+
+def _line_of(source: str, sep: str, index: int, value: str) -> str:
+    """`` at line N`` for the first row holding ``value`` in column ``index`` of a file."""
+    import csv
+
+    if source == "-":
+        return ""  # stdin cannot be read again
+    try:
+        with open(source, newline="", encoding="utf-8-sig", errors="replace") as fh:
+            reader = csv.reader(fh, delimiter=sep)
+            end = 0
+            for row in reader:
+                start, end = end + 1, reader.line_num
+                if start > 1 and len(row) > index and row[index] == value:
+                    return f" at line {start}"
+    except (OSError, csv.Error):
+        pass
+    return ""
 
 
 def _check_present(needed: list[str], names: list[str], source: str) -> None:
@@ -346,9 +380,13 @@ def _open_output(output: str):
     target = Path(output)
     if target.is_dir():
         raise ConfigError(f"{output}: is a folder; give a file name")
+    # Folders made for the output are removed again if scoring fails.
+    created = [p for p in [target.parent, *target.parent.parents] if not p.exists()]
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
+    except (FileExistsError, NotADirectoryError) as exc:
+        raise ConfigError(f"cannot write {output}: {target.parent} is not a folder") from exc
     except OSError as exc:
         raise ConfigError(f"cannot write {output}: {exc.strerror}") from exc
     sink = os.fdopen(fd, "wb")
@@ -363,6 +401,9 @@ def _open_output(output: str):
         with contextlib.suppress(OSError):
             sink.close()
         Path(tmp).unlink(missing_ok=True)
+        for folder in created:
+            with contextlib.suppress(OSError):
+                folder.rmdir()
 
     return sink, finish, abort
 

@@ -6,7 +6,8 @@ column kept for output, a :class:`Schema` and a content fingerprint.
 
 Infinite values are rejected with an error naming the column and line:
 they are almost always a bug upstream (a division by zero), and silently
-treating them as missing would hide it. Missing values (empty cells, ``NA``)
+treating them as missing would hide it. So are numbers beyond float32, which
+every model computes in. Missing values (empty cells, ``NA``)
 are allowed in feature columns and are imputed with the training median.
 """
 
@@ -18,6 +19,7 @@ import difflib
 import hashlib
 import io
 import logging
+from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,6 +54,14 @@ _FALSE_WORDS = {"false", "no", "n", "f"}
 _NUMERIC_SHARE = 0.9
 # Bytes read up front to check the header and sniff for binary content.
 _HEAD_BYTES = 65536
+# At most this many columns: far beyond any real table, and it stops a header of
+# a million empty names before it costs time or memory.
+MAX_COLUMNS = 100_000
+# A header line longer than this is not read at all.
+_MAX_HEADER_BYTES = 16 * 2**20
+# Numbers beyond float32 cannot reach a model: training, the ONNX graph and
+# scoring all compute in float32, where they would become infinite.
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
 # Separators worth suggesting when the header parses as a single column.
 _OTHER_SEPARATORS = (";", "\t", "|", ",")
 
@@ -248,17 +258,57 @@ def _read_frame(path: Path, sep: str) -> pd.DataFrame:
     header_line = lines[0]
     if complete and len(lines) == 1:
         raise DataError(f"{path}: the file has a header but no data rows")
+    if len(lines) == 1 and not complete:
+        header_line = _long_header(path, sep)
     header = next(csv.reader(io.StringIO(header_line), delimiter=sep))
-    dupes = sorted({h for h in header if header.count(h) > 1})
+    if len(header) > MAX_COLUMNS:
+        raise DataError(
+            f"{path}: the header has {len(header):,} columns, more than anomtune reads "
+            f"({MAX_COLUMNS:,})"
+        )
+    dupes = sorted(h for h, n in Counter(header).items() if n > 1)
     if dupes:
         raise DataError(f"{path}: duplicate column names: {', '.join(map(repr, dupes))}")
     try:
         frame = pd.read_csv(path, sep=sep, engine="pyarrow")
     except Exception as exc:  # pyarrow's parse errors are ArrowInvalid and friends
-        raise DataError(f"{path}: cannot parse CSV: {_first_line(exc)}") from exc
+        where = _ragged_line(path, sep, len(header))
+        raise DataError(f"{path}: cannot parse CSV{where}: {_first_line(exc)}") from exc
     if frame.empty:
         raise DataError(f"{path}: the file has a header but no data rows")
     return frame
+
+
+def _long_header(path: Path, sep: str) -> str:
+    """The first line of a file whose header does not fit in the first read."""
+    with path.open("rb") as fh:
+        raw = fh.readline(_MAX_HEADER_BYTES + 1)
+    if len(raw) > _MAX_HEADER_BYTES and not raw.endswith(b"\n"):
+        # Count what was read: enough to say how wide the header is at least.
+        n = raw.count(sep.encode()) + 1
+        raise DataError(
+            f"{path}: the header line is longer than {_MAX_HEADER_BYTES // 2**20} MiB "
+            f"(at least {n:,} columns; anomtune reads at most {MAX_COLUMNS:,})"
+        )
+    try:
+        return raw.decode("utf-8-sig").rstrip("\r\n")
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path}: not a UTF-8 text file") from exc
+
+
+def _ragged_line(path: Path, sep: str, width: int) -> str:
+    """`` at line N`` for the first row whose field count differs from the header's."""
+    try:
+        with path.open(newline="", encoding="utf-8-sig", errors="replace") as fh:
+            reader = csv.reader(fh, delimiter=sep)
+            end = 0
+            for row in reader:
+                start, end = end + 1, reader.line_num
+                if row and len(row) != width:
+                    return f" at line {start}"
+    except (OSError, csv.Error):
+        pass
+    return ""
 
 
 def _first_line(exc: BaseException) -> str:
@@ -531,6 +581,14 @@ def _reject_infinite(
         raise DataError(
             f"{where}column {name!r} has an infinite value at {locate(pos)}; "
             "anomtune does not guess what it means: fix it or leave the cell empty"
+        )
+    with np.errstate(invalid="ignore"):
+        huge = np.abs(arr) > _FLOAT32_MAX
+    if huge.any():
+        pos = int(np.flatnonzero(huge)[0])
+        raise DataError(
+            f"{where}column {name!r} has a value too large for float32 ({arr[pos]:.3g}) "
+            f"at {locate(pos)}; models compute in float32, where it would be infinite"
         )
 
 

@@ -179,9 +179,11 @@ def open_storage(storage: str | None, workspace: str | Path = ".anomtune"):
         storage = str(Path(workspace) / "studies.journal")
     if "://" in storage:
         try:
-            return optuna.storages.RDBStorage(
-                storage, heartbeat_interval=30, grace_period=120
-            ), storage
+            # Heartbeats are marked experimental; the warning is not the user's business.
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                rdb = optuna.storages.RDBStorage(storage, heartbeat_interval=30, grace_period=120)
+            return rdb, storage
         except Exception as exc:  # SQLAlchemy raises many kinds for a bad URL
             raise ConfigError(
                 f"cannot open storage {storage!r}: {str(exc).splitlines()[0]}"
@@ -637,6 +639,8 @@ def run_study(
     table, prepared, space = _build(config)
     if config.study is None:
         config.study = Path(config.data).stem or "study"
+    out = Path(config.out) if config.out else Path("runs") / config.study
+    _check_out_folder(out)
     storage, storage_label = open_storage(config.storage, config.workspace)
     study, resumed = _create_or_resume(config, storage, table, space, config.study)
     orphaned = fail_orphaned_trials(study)
@@ -691,12 +695,24 @@ def run_study(
         interrupted,
         argv,
     )
-    out = Path(config.out) if config.out else Path("runs") / config.study
     try:
         _write_run(out, study, summary, objective)
     except OSError as exc:
         raise ConfigError(f"cannot write the run folder {out}: {exc.strerror or exc}") from exc
     return TuneResult(summary, out, interrupted)
+
+
+def _check_out_folder(out: Path) -> None:
+    """Refuse a run folder that cannot be written, before the study is touched."""
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out}: exists and is not a folder")
+    parent = out.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise ConfigError(f"--out {out}: {parent} is a file, not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ConfigError(f"--out {out}: cannot write in {parent}")
 
 
 def _run_workers(config: TuneConfig, n_trials: int, progress: _Progress) -> None:

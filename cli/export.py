@@ -35,9 +35,15 @@ def export_command(run_dir, output, as_json):
     Example:
       anomtune export runs/cardio -o cardio.onnx
     """
+    from anomtune.errors import ConfigError
     from anomtune.export import export_run
 
     target = Path(output) if output else Path(run_dir) / "model.onnx"
+    # Checked before the export's work, not after it.
+    if output and target.is_dir():
+        raise ConfigError(f"--output {target}: is a folder; give a file name")
+    if output and not target.parent.is_dir():
+        raise ConfigError(f"--output {target}: no folder {target.parent} to write it in")
     data, info = export_run(run_dir, target)
     parity = info["parity"]
     if as_json:
