@@ -63,8 +63,13 @@ def space_command(data_path, label, n_features, run_dir, output, as_json):
         if not (folder / "space.toml").exists():
             raise ConfigError(f"{folder}: not a run folder (no space.toml)")
         space = load_space(folder / "space.toml")
-        summary = json.loads((folder / "summary.json").read_text())
-        maximize = summary["study"]["directions"][0] == "maximize"
+        try:
+            summary = json.loads((folder / "summary.json").read_text())
+            maximize = summary["study"]["directions"][0] == "maximize"
+        except (OSError, ValueError, LookupError, TypeError) as exc:
+            raise ConfigError(
+                f"{folder / 'summary.json'}: not a readable run summary ({exc})"
+            ) from exc
         best = refine_trials(folder / "trials.csv", space, maximize=maximize)
         space = narrow(space, best)
         header = SPACE_HEADER + f"# Refined from {folder} around its {len(best)} best trials.\n"
@@ -81,7 +86,12 @@ def space_command(data_path, label, n_features, run_dir, output, as_json):
         header = SPACE_HEADER + f"# Sized for {n_features} encoded features.\n"
     text = space.to_toml(header)
     if output:
-        Path(output).write_text(text)
+        from anomtune.persist import write_bytes_atomic
+
+        try:
+            write_bytes_atomic(output, text.encode())
+        except OSError as exc:
+            raise ConfigError(f"cannot write {output}: {exc.strerror or exc}") from exc
     if as_json:
         from anomtune.cli.options import print_json
 
