@@ -760,3 +760,16 @@ def test_bad_http_body_gets_a_clear_4xx_and_changes_nothing(server, assets, req)
     assert call(server, "/version")[2] == before
     status, _, answer = call(server, "/invocations", split([ROW]))
     assert status == 200 and len(answer["predictions"]) == 1
+
+
+def test_a_wide_header_beyond_the_first_read_is_still_read(tmp_path):
+    """A legal header longer than the 64 KiB read up front is read whole, not refused."""
+    from anomtune.data import read_table
+
+    names = [f"a_fairly_long_column_name_{i:04d}" for i in range(2_500)]  # about 77 KiB
+    rows = [",".join(str((i + j) % 7) for j in range(len(names))) + f",{i % 2}" for i in range(6)]
+    path = tmp_path / "wide.csv"
+    path.write_text(",".join([*names, "y"]) + "\n" + "\n".join(rows) + "\n")
+    table = read_table(path, label="y")
+    assert table.schema.feature_names == names
+    assert table.n_rows == 6 and table.n_anomalies == 3
