@@ -629,27 +629,14 @@ def test_eight_processes_register_at_once(built, tmp_path):
         check_race(built, results, opened)
 
 
-POSTGRES_URL = os.environ.get("ANOMTUNE_TEST_POSTGRES_URL")
-
-
-@pytest.mark.skipif(
-    not POSTGRES_URL,
-    reason="set ANOMTUNE_TEST_POSTGRES_URL to a scratch PostgreSQL database to run "
-    "(its registry tables are dropped first)",
-)
-def test_postgresql_registry(built, tmp_path):
-    import sqlalchemy as sa
-
-    from anomtune.registry._schema import metadata
-
-    engine = sa.create_engine(POSTGRES_URL)
-    metadata.drop_all(engine)
-    engine.dispose()
+def test_postgresql_registry(built, tmp_path, postgres_url):
+    # A fresh database (see conftest.py): the racing processes create the tables.
     files = tmp_path / "team-files"
-    location = ["--registry", POSTGRES_URL, "--registry-files", files]
+    location = ["--registry", postgres_url, "--registry-files", files]
     results = race_register(built, tmp_path / "go", location)
-    with Registry.open(POSTGRES_URL, files=files) as reg:
+    with Registry.open(postgres_url, files=files) as reg:
         check_race(built, results, reg)
+    assert "0 problem(s)" in ok("registry", "verify", *location)
     gate = ["--data", built["data"], "--label", "label", *location]
     worker_model = {
         r["version"]: built["a"] if int(r["description"].split()[1]) % 2 else built["b"]
