@@ -17,6 +17,7 @@ from anomtune.cli.datasets import datasets_command
 from anomtune.cli.export import export_command
 from anomtune.cli.fit import fit_command
 from anomtune.cli.registry import registry_group
+from anomtune.cli.report import report_command
 from anomtune.cli.score import score_command
 from anomtune.cli.serve import serve_command
 from anomtune.cli.space import space_command
@@ -58,6 +59,7 @@ cli.add_command(serve_command)
 cli.add_command(studies_command)
 cli.add_command(trials_command)
 cli.add_command(datasets_command)
+cli.add_command(report_command)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -176,6 +176,12 @@ def _clock(seconds: float) -> str:
     metavar="DIR",
     help="Folder of model files for a database --registry [env: ANOMTUNE_REGISTRY_FILES].",
 )
+@click.option(
+    "--report",
+    "report_path",
+    type=click.Path(dir_okay=False),
+    help="Write the run's HTML report here at the end (see 'anomtune report').",
+)
 @click.option("--quiet", is_flag=True, help="No progress line.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 def tune_command(
@@ -207,6 +213,7 @@ def tune_command(
     register_name,
     registry,
     registry_files,
+    report_path,
     quiet,
     as_json,
 ):
@@ -236,6 +243,8 @@ def tune_command(
     if register_name is not None:
         # Checked before the search, not after an hour of it.
         register_name = _registry_name(register_name, data)
+    if report_path is not None:
+        _check_report_path(Path(report_path), data)
     config = TuneConfig(
         data=data,
         **read_kwargs(label, positive, features, exclude, id_column, categorical, sep),
@@ -274,14 +283,36 @@ def tune_command(
         registered = _register(result.out, register_name, registry, registry_files)
         summary["registered"] = registered
         write_json_atomic(Path(result.out) / "summary.json", summary)
+    report = None
+    if report_path is not None and not result.interrupted:
+        from anomtune.report import write_report
+
+        report = write_report(result.out, report_path)
     if as_json:
         print_json(summary)
     else:
         _print_summary(summary, result.out)
         if registered is not None:
             click.echo(f"registered {registered['ref']} in {registered['registry']}")
+        if report is not None:
+            click.echo(f"report: {report}")
     if result.interrupted:
         raise click.exceptions.Exit(130)
+
+
+def _check_report_path(path: Path, data: str) -> None:
+    """Refuse a report that could not be written, before the search starts."""
+    from anomtune.errors import ConfigError
+
+    if data == "-":
+        raise ConfigError(
+            "--report needs the data in a file, not standard input "
+            "(write the report later with 'anomtune report RUN_DIR --data FILE')"
+        )
+    if path.is_dir():
+        raise ConfigError(f"--report {path}: is a folder; give a file name")
+    if not path.parent.is_dir():
+        raise ConfigError(f"--report {path}: no folder {path.parent} to write it in")
 
 
 def _registry_name(name: str, data: str) -> str:
