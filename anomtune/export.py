@@ -32,6 +32,7 @@ import numpy as np
 import pandas as pd
 
 from anomtune import __version__
+from anomtune.data import CATEGORICAL
 from anomtune.errors import AnomtuneError
 from anomtune.scoring import encode_frame
 
@@ -73,36 +74,110 @@ class ParityReport:
         }
 
 
+def _positions_or_none(order: list[int]):
+    """``order`` as an index tensor, or None when it is the identity (nothing to reorder)."""
+    import torch
+
+    if order == list(range(len(order))):
+        return None
+    return torch.as_tensor(order, dtype=torch.int64)
+
+
 def _graph_module(detector, preprocessor):
+    """The torch module export traces: raw numeric block and codes to the three outputs.
+
+    Its node count does not grow with the number of columns: the numeric
+    block is imputed with one ``where`` against the median vector, the one-hot
+    columns of all categorical columns come from one gather and one
+    comparison, and the encoded matrix is put in schema order with at most one
+    fixed ``index_select``. Per-column errors are the autoencoder's errors as
+    they are when every column is numeric; otherwise the one-hot blocks are
+    summed with a [one-hot, categorical] membership product and the columns
+    put back in schema order with fixed index selections.
+    """
     import torch
     from torch import nn
 
-    encoder = preprocessor.as_module()
-    scorer = detector.module_
-    groups = preprocessor.output_groups
-    n_cols = len(preprocessor.schema_.columns)
-    membership = torch.zeros(len(groups), n_cols)
-    membership[torch.arange(len(groups)), torch.as_tensor(groups)] = 1.0
+    schema = preprocessor.schema_
+    columns = schema.columns
+    n_num = len(schema.numeric)
+    medians = torch.tensor([preprocessor.medians_[n] for n in schema.numeric], dtype=torch.float32)
+    # Encoded columns as the graph builds them: the numeric block, then each
+    # categorical column's one-hot block. ``source``/``value``: which code
+    # column and which code each one-hot column compares with.
+    source: list[int] = []
+    value: list[int] = []
+    built_at: list[int] = []  # for each encoded column in schema order, its built position
+    column_at: list[int] = []  # for each table column, its position in [numeric..., categorical...]
+    n_seen_num = n_seen_cat = 0
+    for col in columns:
+        if col.kind == CATEGORICAL:
+            start = n_num + len(source)
+            size = len(col.categories)
+            source.extend([n_seen_cat] * size)
+            value.extend(range(size))
+            built_at.extend(range(start, start + size))
+            column_at.append(n_num + n_seen_cat)
+            n_seen_cat += 1
+        else:
+            built_at.append(n_seen_num)
+            column_at.append(n_seen_num)
+            n_seen_num += 1
+    n_onehot = len(source)
+    # The inverse of built_at: for each built position, its position in schema order.
+    schema_at = [0] * len(built_at)
+    for encoded, built in enumerate(built_at):
+        schema_at[built] = encoded
+    membership = torch.zeros(n_onehot, n_seen_cat)
+    if n_onehot:
+        membership[torch.arange(n_onehot), torch.as_tensor(source)] = 1.0
     threshold = float(detector.threshold_)
-    has_codes = bool(preprocessor.schema_.categorical)
+    has_codes = bool(n_seen_cat)
 
     class RawToScore(nn.Module):
         def __init__(self):
             super().__init__()
-            self.encoder = encoder
-            self.scorer = scorer
-            self.register_buffer("membership", membership)
+            self.scorer = detector.module_
             self.threshold = threshold
+            self.n_num = n_num
+            self.has_codes = has_codes
+            self.register_buffer("medians", medians)
+            if has_codes:
+                self.register_buffer("onehot_source", torch.as_tensor(source, dtype=torch.int64))
+                self.register_buffer("onehot_value", torch.as_tensor(value, dtype=torch.int64))
+                self.register_buffer("membership", membership)
+                for name, order in (
+                    ("encode_order", built_at),
+                    ("decode_order", schema_at),
+                    ("column_order", column_at),
+                ):
+                    index = _positions_or_none(order)
+                    if index is None:
+                        setattr(self, name, None)
+                    else:
+                        self.register_buffer(name, index)
 
         def forward(self, numeric, codes=None):
-            if codes is None:
-                codes = torch.zeros((numeric.shape[0], 0), dtype=torch.int64)
-            x = self.encoder(numeric, codes)
+            x = torch.where(torch.isnan(numeric), self.medians, numeric)
+            if not self.has_codes:
+                score, errors = self.scorer(x)
+                return score, errors, score > self.threshold
+            picked = codes.index_select(1, self.onehot_source)
+            onehot = (picked == self.onehot_value).to(x.dtype)
+            x = torch.cat([x, onehot], dim=1)
+            if self.encode_order is not None:
+                x = x.index_select(1, self.encode_order)
             score, errors = self.scorer(x)
-            return score, errors @ self.membership, score > self.threshold
+            if self.decode_order is not None:
+                errors = errors.index_select(1, self.decode_order)
+            per_column = torch.cat(
+                [errors[:, : self.n_num], errors[:, self.n_num :] @ self.membership], dim=1
+            )
+            if self.column_order is not None:
+                per_column = per_column.index_select(1, self.column_order)
+            return score, per_column, score > self.threshold
 
-    module = RawToScore().eval()
-    return module, has_codes
+    return RawToScore().eval(), has_codes
 
 
 def _torch_outputs(module, numeric: np.ndarray, codes: np.ndarray | None):

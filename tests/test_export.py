@@ -12,6 +12,7 @@ import pytest
 
 from anomtune.cli import main
 from anomtune.data import table_from_frame
+from anomtune.errors import DataError
 from anomtune.export import OPSET, check_parity, export_model
 from anomtune.pipeline import fit_detector, prepare
 from anomtune.scoring import load_scorer
@@ -186,3 +187,137 @@ def test_export_command_on_a_run_folder(tmp_path, monkeypatch, capsys):
     _, err = capsys.readouterr()
     assert exc.value.code == 2 and "fingerprint differs" in err
     assert not (tmp_path / "again.onnx").exists()
+
+
+def _fitted(frame: pd.DataFrame, categorical=(), epochs: int = 2):
+    from anomtune import AutoencoderDetector
+    from anomtune.preprocess import Preprocessor
+
+    table = table_from_frame(frame, categorical=list(categorical))
+    pre = Preprocessor(table.schema).fit(table.features)
+    detector = AutoencoderDetector(epochs=epochs, random_state=0).fit(pre.transform(table.features))
+    return detector, pre, table.features
+
+
+def _interleaved(n_numeric: int, n: int = 300, seed: int = 0) -> pd.DataFrame:
+    """Numeric columns with categorical ones between them, and missing values in both."""
+    rng = np.random.default_rng(seed)
+    frame = pd.DataFrame(
+        rng.normal(size=(n, n_numeric)), columns=[f"x{i}" for i in range(n_numeric)]
+    )
+    frame.insert(1, "color", rng.choice(["red", "green", "blue"], size=n))
+    frame.insert(3, "size", rng.choice(["s", "m", "l", "xl"], size=n))
+    frame.loc[rng.choice(n, 30, replace=False), "x0"] = np.nan
+    frame.loc[rng.choice(n, 20, replace=False), "color"] = None
+    return frame
+
+
+def _op_counts(data: bytes) -> dict:
+    from collections import Counter
+
+    return dict(Counter(node.op_type for node in onnx.load_from_string(data).graph.node))
+
+
+@pytest.fixture(scope="module")
+def interleaved_model():
+    detector, pre, features = _fitted(_interleaved(5), ["color", "size"])
+    data, report = export_model(detector, pre, features.iloc[:120])
+    assert report.passed
+    return detector, pre, features, data
+
+
+def test_interleaved_columns_match_the_preprocessor_column_by_column(interleaved_model):
+    detector, pre, features, data = interleaved_model
+    # Unseen and missing categories, a missing number, columns in another order.
+    rows = features.iloc[:40].copy()
+    rows.loc[rows.index[:5], "size"] = "xxl"
+    rows.loc[rows.index[5:9], "x3"] = np.nan
+    result = load_scorer(data).score(rows[rows.columns[::-1]])
+    X = pre.transform(rows)
+    np.testing.assert_allclose(result.score, detector.anomaly_score(X), rtol=1e-4, atol=1e-6)
+    # The reference regrouping: each encoded column's error added to its table column.
+    encoded_errors = detector.feature_errors(X)
+    expected = np.zeros((len(rows), len(pre.schema_.columns)))
+    np.add.at(expected.T, pre.output_groups, encoded_errors.T)
+    assert result.feature_names == ["x0", "color", "x1", "size", "x2", "x3", "x4"]
+    np.testing.assert_allclose(result.feature_errors, expected, rtol=1e-4, atol=1e-6)
+
+
+def test_graph_size_does_not_grow_with_the_number_of_columns():
+    rng = np.random.default_rng(1)
+    numeric = {}
+    for width in (4, 40):
+        frame = pd.DataFrame(rng.normal(size=(200, width)), columns=[f"f{i}" for i in range(width)])
+        detector, pre, features = _fitted(frame, epochs=1)
+        data, _ = export_model(detector, pre, features.iloc[:50])
+        numeric[width] = _op_counts(data)
+        # Every column numeric: the autoencoder's own errors are the per-column errors.
+        result = load_scorer(data).score(features.iloc[:50])
+        errors = detector.feature_errors(pre.transform(features.iloc[:50]))
+        np.testing.assert_allclose(result.feature_errors, errors, rtol=1e-4, atol=1e-6)
+    assert numeric[4] == numeric[40]
+    assert not {"Split", "Concat", "Slice", "MatMul", "Gather"} & set(numeric[40])
+    mixed = {}
+    for width in (3, 30):
+        detector, pre, features = _fitted(_interleaved(width, n=200), ["color", "size"], epochs=1)
+        data, _ = export_model(detector, pre, features.iloc[:50])
+        mixed[width] = _op_counts(data)
+    assert mixed[3] == mixed[30]
+    assert "Split" not in mixed[30] and mixed[30]["LabelEncoder"] == 2
+
+
+def test_scorer_runs_large_inputs_in_slices_with_the_same_answers(interleaved_model):
+    features, data = interleaved_model[2][:250], interleaved_model[3]
+    scorer = load_scorer(data)
+    whole = scorer.session.run(None, scorer.feeds(features))
+    for rows in (1, 7, 100, 250, 1000):
+        scorer.slice_rows = rows
+        result = scorer.score(features)
+        np.testing.assert_allclose(result.score, whole[0], rtol=1e-6, atol=1e-9)
+        np.testing.assert_allclose(result.feature_errors, whole[1], rtol=1e-6, atol=1e-9)
+        np.testing.assert_array_equal(result.is_anomaly, whole[2])
+        assert result.is_anomaly.dtype == bool and result.score.shape == (250,)
+
+
+def _column_by_column(frame: pd.DataFrame, names: list[str]) -> np.ndarray:
+    return np.stack(
+        [frame[n].to_numpy(dtype=np.float64, na_value=np.nan).astype(np.float32) for n in names],
+        axis=1,
+    )
+
+
+def test_encode_frame_reads_numeric_dtypes_in_one_block():
+    from anomtune.scoring import encode_frame
+
+    rng = np.random.default_rng(3)
+    n = 1000  # more rows than one transposition step
+    frame = pd.DataFrame(
+        {
+            "extra": rng.normal(size=n),
+            "f64": rng.normal(size=n),
+            "i64": rng.integers(-5, 5, size=n),
+            "f32": rng.normal(size=n).astype(np.float32),
+            "flag": rng.random(n) > 0.5,
+            "nullable": pd.array(rng.integers(0, 9, size=n), dtype="Int64"),
+        }
+    )
+    frame.loc[[3, 500], "f64"] = np.nan
+    frame.loc[[7, 999], "nullable"] = pd.NA
+    names = ["nullable", "f64", "i64", "f32", "flag"]
+    for source in (frame, frame[names], frame.iloc[:1], frame.iloc[::-1]):
+        block = encode_frame(source, names, [])["numeric"]
+        assert block.dtype == np.float32 and block.flags.c_contiguous
+        np.testing.assert_array_equal(block, _column_by_column(source, names))
+    # A float32 matrix in schema order is used as it is.
+    matrix = rng.normal(size=(n, 3)).astype(np.float32)
+    block = encode_frame(pd.DataFrame(matrix, columns=list("abc"), copy=False), list("abc"), [])
+    np.testing.assert_array_equal(block["numeric"], matrix)
+    # Text columns still parse; bad values are still named by column and row.
+    text = frame[names].astype({"i64": str})
+    np.testing.assert_array_equal(
+        encode_frame(text, names, [])["numeric"], _column_by_column(frame, names)
+    )
+    with pytest.raises(DataError, match=r"column 'f32' has an infinite .* at row 11"):
+        encode_frame(frame.assign(f32=frame["f32"].where(frame.index != 10, np.inf)), names, [])
+    with pytest.raises(DataError, match=r"column 'f64' has an infinite or out-of-range .* row 2"):
+        encode_frame(frame.assign(f64=frame["f64"].where(frame.index != 1, 1e300)), names, [])
