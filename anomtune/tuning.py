@@ -178,16 +178,7 @@ def open_storage(storage: str | None, workspace: str | Path = ".anomtune"):
         Path(workspace).mkdir(parents=True, exist_ok=True)
         storage = str(Path(workspace) / "studies.journal")
     if "://" in storage:
-        try:
-            # Heartbeats are marked experimental; the warning is not the user's business.
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                rdb = optuna.storages.RDBStorage(storage, heartbeat_interval=30, grace_period=120)
-            return rdb, storage
-        except Exception as exc:  # SQLAlchemy raises many kinds for a bad URL
-            raise ConfigError(
-                f"cannot open storage {storage!r}: {str(exc).splitlines()[0]}"
-            ) from exc
+        return _rdb_storage(storage), storage
     path = Path(storage)
     if path.is_dir():
         raise ConfigError(f"storage {storage!r} is a folder; give a journal file path or a URL")
@@ -197,6 +188,36 @@ def open_storage(storage: str | None, workspace: str | Path = ".anomtune"):
         return optuna.storages.JournalStorage(backend), str(path)
     except OSError as exc:
         raise ConfigError(f"cannot open journal storage {storage!r}: {exc.strerror}") from exc
+
+
+def _rdb_storage(url: str, attempts: int = 8):
+    """An Optuna ``RDBStorage`` with heartbeats; its tables are created if missing.
+
+    Processes that open a new database at the same moment all create the
+    tables; PostgreSQL lets one of them win and fails the others with a
+    unique-key or "already exists" error, so those try again (and find the
+    tables made).
+    """
+    import optuna
+    from sqlalchemy import exc as sa_exc
+
+    for attempt in range(attempts):
+        try:
+            # Heartbeats are marked experimental; the warning is not the user's business.
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return optuna.storages.RDBStorage(url, heartbeat_interval=30, grace_period=120)
+        except (sa_exc.IntegrityError, sa_exc.ProgrammingError) as exc:
+            if attempt == attempts - 1:
+                raise ConfigError(f"cannot open storage {url!r}: {_first_line(exc)}") from exc
+            time.sleep(0.05 * (attempt + 1))
+        except Exception as exc:  # SQLAlchemy raises many kinds for a bad URL
+            raise ConfigError(f"cannot open storage {url!r}: {_first_line(exc)}") from exc
+    raise AssertionError("unreachable")
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip() or type(exc).__name__).splitlines()[0]
 
 
 def _directions(config: TuneConfig, labeled: bool) -> list[str]:
@@ -472,22 +493,33 @@ def _create_or_resume(config: TuneConfig, storage, table: Table, space: SearchSp
     directions = _directions(config, labeled)
     existing = {s.study_name: s for s in optuna.get_all_study_summaries(storage)}
     if name in existing:
-        study = optuna.load_study(study_name=name, storage=storage)
-        recorded = study.user_attrs
-        for key, value in attrs.items():
-            if key in recorded and recorded[key] != value:
-                what = key.split(".", 1)[1].replace("_", " ")
-                raise ConfigError(
-                    f"study {name!r} was created with another {what} "
-                    f"({recorded[key]!r}, now {value!r}); pick a new name with --study"
-                )
-        if [d.name.lower() for d in study.directions] != directions:
-            raise ConfigError(f"study {name!r} optimises other objectives; use --study NEW")
-        return study, True
-    study = optuna.create_study(study_name=name, storage=storage, directions=directions)
+        return _load_checked(storage, name, attrs, directions), True
+    try:
+        study = optuna.create_study(study_name=name, storage=storage, directions=directions)
+    except optuna.exceptions.DuplicatedStudyError:
+        # Another process created it a moment ago: join it like a resumed study.
+        return _load_checked(storage, name, attrs, directions), True
     for key, value in attrs.items():
         study.set_user_attr(key, value)
     return study, False
+
+
+def _load_checked(storage, name: str, attrs: dict, directions: list[str]):
+    """The existing study ``name``, refused if it was made for other data or settings."""
+    import optuna
+
+    study = optuna.load_study(study_name=name, storage=storage)
+    recorded = study.user_attrs
+    for key, value in attrs.items():
+        if key in recorded and recorded[key] != value:
+            what = key.split(".", 1)[1].replace("_", " ")
+            raise ConfigError(
+                f"study {name!r} was created with another {what} "
+                f"({recorded[key]!r}, now {value!r}); pick a new name with --study"
+            )
+    if [d.name.lower() for d in study.directions] != directions:
+        raise ConfigError(f"study {name!r} optimises other objectives; use --study NEW")
+    return study
 
 
 def fail_orphaned_trials(study) -> int:
