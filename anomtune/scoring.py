@@ -52,6 +52,10 @@ class Scorer:
         opts.intra_op_num_threads = max(1, int(threads))
         opts.inter_op_num_threads = 1
         opts.log_severity_level = 3
+        if opts.intra_op_num_threads > 1:
+            # An idle pool that spins keeps a core busy after each call, which
+            # slows whatever else runs on the machine (benchmarks/scoring.py).
+            opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
             self.session = ort.InferenceSession(model, opts, providers=["CPUExecutionProvider"])
         except Exception as exc:  # onnxruntime raises its own exception types

@@ -3,7 +3,8 @@
 For each feature count, the default detector (64-32 hidden, latent 16, batch
 norm, dropout 0.2) is fitted for a couple of epochs on seeded random rows of
 an all-numeric table (training quality does not matter here) and exported
-with ``anomtune.export.export_model``. Then, with 1 and 2 threads, it times:
+with ``anomtune.export.export_model``, which is what ``anomtune export``
+and ``tune --register`` write. Then, with 1 and 2 threads, it times:
 
 - latency at batch 1 (median and p99 over ``--calls`` calls, after warm-up);
 - throughput (rows/s, from the median call time) at batch 4,096 and 65,536.
@@ -11,39 +12,40 @@ with ``anomtune.export.export_model``. Then, with 1 and 2 threads, it times:
 What each implementation includes:
 
 ``ort``
-    ``Scorer.session.run`` on prepared float32 feeds: the shipped graph, that
-    is NaN imputation, per-column encoding, scaling, the autoencoder, squared
-    errors, their mean (score), regrouping of the errors into table columns
-    (a matrix product with the column membership matrix) and the threshold.
-``ort_chunks``
-    The shipped graph's session called on consecutive slices of
-    :data:`CHUNK` rows, the outputs copied into arrays for the whole batch.
-    Batches larger than :data:`CHUNK` only.
-``ort_lean``
-    The same call as ``ort`` on a graph exported (with export's own settings)
-    from a leaner module that computes the same outputs: NaN imputation as
-    one ``Where``, then ``module_`` and the threshold; no per-column encoding
-    and no regrouping, which are identities when every column is numeric. It
-    shows what the shipped graph pays for those two steps.
-``lean_chunks``
-    ``ort_chunks`` on the lean graph: both changes together.
+    ``Scorer.session.run`` on prepared float32 feeds, one call: the exported
+    graph (NaN imputation, scaling, the autoencoder, squared errors, their
+    mean as the score, the per-column errors and the threshold).
+``ort_sliced``
+    ``Scorer.run`` on the same feeds: the session called on consecutive
+    slices of ``Scorer.slice_rows`` (4,096) rows, the outputs written into
+    whole-batch arrays. What ``Scorer.score`` does. Batches larger than a
+    slice only.
+``ort_spin``
+    ``ort_sliced`` with onnxruntime's default thread-pool spinning, which
+    ``Scorer`` turns off when it has more than one thread. Two threads only.
 ``scorer``
     ``Scorer.score(DataFrame)``, what users call: reading the columns into
-    the feeds (with the numeric checks), the session call and the label cast.
-    Large batches only.
-``torch``
-    ``detector.module_`` in eager mode under ``torch.no_grad()``, float32, on
-    the raw numeric matrix (which, for an all-numeric table without missing
-    values, is also the encoded matrix): scaling, the autoencoder, squared
-    errors and their mean. No imputation, no regrouping, no threshold.
+    the feeds (with the numeric checks), the sliced session calls and the
+    label. Large batches only.
 ``torch_graph``
     The module that export traces (``anomtune.export._graph_module``) in
-    eager mode: exactly the shipped graph's computation.
+    eager mode under ``torch.no_grad()``, float32, one call: the same
+    preprocessing and the same three outputs as the graph.
+``torch_sliced``
+    ``torch_graph`` on consecutive 4,096-row slices, outputs written into
+    whole-batch arrays (batches larger than a slice only): whether slicing
+    alone explains the large-batch gap.
+``torch``
+    ``detector.module_`` alone on the raw matrix (scaling, autoencoder,
+    squared errors, score): the plain model, without imputation and
+    threshold.
 
-The speed-ups printed are ``torch`` and ``torch_graph`` time over ``ort``
-time, from medians. The implementations take turns in rounds (a pause, then
-a block of warm-up and timed calls) so that a busy spell of the machine hits
-all of them.
+The speed-ups printed are torch time over onnxruntime time, from medians:
+``torch_graph`` over ``ort`` at batch 1 and 4,096 rows and over
+``ort_sliced`` above that (what ``Scorer`` runs), ``torch_sliced`` over
+``ort_sliced``, and ``torch`` over the same onnxruntime figure. The
+implementations take turns in rounds (a pause, then a block of warm-up and
+timed calls) so that a busy spell of the machine hits all of them.
 
     python benchmarks/scoring.py
     python benchmarks/scoring.py --features 32 --threads 1 --calls 500
@@ -63,27 +65,22 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-import onnx
 import onnxruntime as ort
 import pandas as pd
 import torch
-from torch import nn
 
 import anomtune
 from anomtune import AutoencoderDetector
 from anomtune.data import table_from_frame
-from anomtune.export import _export_core, _graph_module, export_model
+from anomtune.export import _graph_module, export_model
 from anomtune.preprocess import Preprocessor
-from anomtune.scoring import Scorer
+from anomtune.scoring import SLICE_ROWS, Scorer
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "scoring.csv"
 TRAIN_ROWS = 2000
 LATENCY_ROUNDS = 4
 # Seconds of idle time before each block of calls (see time_calls).
 PAUSE = 0.05
-# Rows per session call of ``ort_chunks``: small enough that a layer's
-# activations stay in the CPU cache.
-CHUNK = 4096
 # (rounds, timed calls per round) of each implementation, by batch size;
 # other batch sizes get (3, 2).
 THROUGHPUT_CALLS = {4096: (4, 5), 65536: (3, 2)}
@@ -106,32 +103,16 @@ COLUMNS = [
     "load_1min",
     "date",
 ]
-NAMES = ("ort", "ort_chunks", "ort_lean", "lean_chunks", "scorer", "torch", "torch_graph")
+NAMES = ("ort", "ort_sliced", "ort_spin", "scorer", "torch_graph", "torch_sliced", "torch")
 LABELS = {
-    "ort": "onnxruntime, shipped graph (session.run)",
-    "ort_lean": "onnxruntime, graph without per-column encoding and regrouping",
-    "ort_chunks": f"onnxruntime, shipped graph, session.run on {CHUNK}-row slices",
-    "lean_chunks": f"onnxruntime, lean graph, session.run on {CHUNK}-row slices",
+    "ort": "onnxruntime, exported graph, one session.run",
+    "ort_sliced": f"Scorer.run: the session on {SLICE_ROWS}-row slices",
+    "ort_spin": "ort_sliced with onnxruntime's default thread spinning",
     "scorer": "Scorer.score(DataFrame)",
-    "torch": "torch eager, detector.module_",
-    "torch_graph": "torch eager, the module export traces",
+    "torch_graph": "torch eager, the module export traces, one call",
+    "torch_sliced": f"torch_graph on {SLICE_ROWS}-row slices",
+    "torch": "torch eager, detector.module_ alone",
 }
-
-
-class LeanGraph(nn.Module):
-    """Imputation, ``module_`` and the threshold: the shipped outputs for an
-    all-numeric table, without the per-column encoding and regrouping."""
-
-    def __init__(self, medians: np.ndarray, scorer: nn.Module, threshold: float):
-        super().__init__()
-        self.register_buffer("medians", torch.as_tensor(medians, dtype=torch.float32))
-        self.scorer = scorer
-        self.threshold = threshold
-
-    def forward(self, numeric):
-        x = torch.where(torch.isnan(numeric), self.medians, numeric)
-        score, errors = self.scorer(x)
-        return score, errors, score > self.threshold
 
 
 def cpu_name() -> str:
@@ -153,7 +134,7 @@ def rows(rng: np.random.Generator, n_rows: int, mixing: np.ndarray) -> np.ndarra
 
 
 def build(n_features: int, seed: int, epochs: int, max_batch: int) -> dict:
-    """Fit one model, export its shipped and lean graphs; return them with rows to score."""
+    """Fit one model and export it; return it with rows to score."""
     rng = np.random.default_rng([seed, n_features])
     mixing = rng.normal(size=(8, n_features))
     names = [f"f{i}" for i in range(n_features)]
@@ -162,43 +143,34 @@ def build(n_features: int, seed: int, epochs: int, max_batch: int) -> dict:
     pre = Preprocessor(table.schema).fit(table.features)
     detector = AutoencoderDetector(epochs=epochs, device="cpu", random_state=seed)
     detector.fit(pre.transform(table.features))
-    shipped, _ = export_model(detector, pre, table.features.iloc[:256])
-
-    lean_module = LeanGraph(
-        np.asarray([pre.medians_[c] for c in pre.schema_.numeric], dtype=np.float32),
-        detector.module_,
-        float(detector.threshold_),
-    ).eval()
-    lean = _export_core(lean_module, False, n_features, 0)
-    meta = onnx.load_from_string(shipped).metadata_props
-    del lean.metadata_props[:]
-    lean.metadata_props.extend(meta)
-
+    start = time.perf_counter()
+    graph, _ = export_model(detector, pre, table.features.iloc[:256])
+    export_seconds = time.perf_counter() - start
     frame = pd.DataFrame(rows(rng, max_batch, mixing), columns=names)
     graph_module, _ = _graph_module(detector, pre)
     return {
         "detector": detector,
         "graph_module": graph_module,
-        "shipped": shipped,
-        "lean": lean.SerializeToString(),
+        "graph": graph,
         "frame": frame,
+        "export_seconds": export_seconds,
     }
 
 
-def lean_difference(model: dict) -> float:
-    """Largest absolute difference between the lean and the shipped graph's outputs."""
-    a, b = Scorer(model["shipped"]), Scorer(model["lean"])
-    feeds = a.feeds(model["frame"].iloc[:2048])
-    return max(
-        float(np.max(np.abs(x.astype(np.float64) - y.astype(np.float64))))
-        for x, y in zip(a.session.run(None, feeds), b.session.run(None, feeds), strict=True)
-    )
+def spinning_scorer(graph: bytes, threads: int) -> Scorer:
+    """A Scorer whose session keeps onnxruntime's default thread spinning."""
+    scorer = Scorer(graph, threads=threads)
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.log_severity_level = 3
+    scorer.session = ort.InferenceSession(graph, opts, providers=["CPUExecutionProvider"])
+    return scorer
 
 
 def callables(model: dict, threads: int, batch: int) -> dict:
     """Zero-argument calls, one per implementation, scoring ``batch`` rows."""
-    shipped = Scorer(model["shipped"], threads=threads)
-    lean = Scorer(model["lean"], threads=threads)
+    scorer = Scorer(model["graph"], threads=threads)
     module = model["detector"].module_.eval()
     graph = model["graph_module"].eval()
     if batch == 1:
@@ -206,7 +178,7 @@ def callables(model: dict, threads: int, batch: int) -> dict:
         frames = [model["frame"].iloc[i : i + 1] for i in range(64)]
     else:
         frames = [model["frame"].iloc[:batch]]
-    feeds = [shipped.feeds(f) for f in frames]
+    feeds = [scorer.feeds(f) for f in frames]
     tensors = [torch.from_numpy(f["numeric"]) for f in feeds]
 
     def cycle(items, call):
@@ -220,28 +192,29 @@ def callables(model: dict, threads: int, batch: int) -> dict:
         return run
 
     calls = {
-        "ort": cycle(feeds, lambda f: shipped.session.run(None, f)),
-        "ort_lean": cycle(feeds, lambda f: lean.session.run(None, f)),
-        "torch": cycle(tensors, module),
+        "ort": cycle(feeds, lambda f: scorer.session.run(None, f)),
         "torch_graph": cycle(tensors, graph),
+        "torch": cycle(tensors, module),
     }
-    if batch > CHUNK:
-        calls["ort_chunks"] = cycle(feeds, lambda f: run_in_chunks(shipped.session, f["numeric"]))
-        calls["lean_chunks"] = cycle(feeds, lambda f: run_in_chunks(lean.session, f["numeric"]))
+    if batch > SLICE_ROWS:
+        calls["ort_sliced"] = cycle(feeds, scorer.run)
+        if threads > 1:
+            calls["ort_spin"] = cycle(feeds, spinning_scorer(model["graph"], threads).run)
+        calls["torch_sliced"] = cycle(tensors, lambda t: torch_in_slices(graph, t))
     if batch > 1:
-        calls["scorer"] = cycle(frames, shipped.score)
+        calls["scorer"] = cycle(frames, scorer.score)
     return calls
 
 
-def run_in_chunks(session, numeric: np.ndarray) -> tuple:
-    """The graph's outputs for ``numeric``, computed :data:`CHUNK` rows at a time."""
+def torch_in_slices(module, numeric: torch.Tensor) -> tuple:
+    """The module's outputs for ``numeric``, computed SLICE_ROWS rows at a time."""
     n = len(numeric)
-    score = np.empty(n, dtype=np.float32)
-    errors = np.empty((n, numeric.shape[1]), dtype=np.float32)
-    label = np.empty(n, dtype=bool)
-    for start in range(0, n, CHUNK):
-        stop = start + CHUNK
-        s, e, a = session.run(None, {"numeric": numeric[start:stop]})
+    score = torch.empty(n)
+    errors = torch.empty((n, numeric.shape[1]))
+    label = torch.empty(n, dtype=torch.bool)
+    for start in range(0, n, SLICE_ROWS):
+        stop = start + SLICE_ROWS
+        s, e, a = module(numeric[start:stop])
         score[start:stop], errors[start:stop], label[start:stop] = s, e, a
     return score, errors, label
 
@@ -299,6 +272,17 @@ def fmt_ratio(torch_stats: dict, ort_stats: dict) -> str:
     return f"{torch_stats['median_us'] / ort_stats['median_us']:.1f}x"
 
 
+def speedups(stats: dict) -> list[str]:
+    """torch_graph, torch_sliced and torch time over what Scorer runs (see the docstring)."""
+    ort_best = stats.get("ort_sliced", stats["ort"])
+    sliced = fmt_ratio(stats["torch_sliced"], stats["ort_sliced"]) if "ort_sliced" in stats else ""
+    return [
+        fmt_ratio(stats["torch_graph"], ort_best),
+        sliced,
+        fmt_ratio(stats["torch"], ort_best),
+    ]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--features", nargs="+", type=int, default=[20, 100, 500])
@@ -330,19 +314,19 @@ def main(argv: list[str] | None = None) -> int:
     )
     for key, label in LABELS.items():
         print(f"  {key:<12} {label}")
+    widths = {name: max(9, len(name)) for name in NAMES}
+    ratio_names = ("graph/ort", "sliced/ort", "plain/ort")
     header = (
-        f"{'features':>8} {'threads':>7} {'batch':>6} {'measure':<10} {'ort':>9} "
-        f"{'ort_chunks':>10} {'ort_lean':>9} {'lean_chunks':>11} {'scorer':>9} {'torch':>9} "
-        f"{'torch_graph':>11} "
-        f"{'torch/ort':>9} {'graph/ort':>9} {'load':>5}"
+        f"{'features':>8} {'threads':>7} {'batch':>6} {'measure':<10} "
+        + " ".join(f"{name:>{widths[name]}}" for name in NAMES)
+        + " "
+        + " ".join(f"{name:>10}" for name in ratio_names)
+        + f" {'load':>5}"
     )
     out_rows = []
     for n_features in args.features:
         model = build(n_features, args.seed, args.epochs, max(args.batches))
-        print(
-            f"\n{n_features} features: lean and shipped graph outputs differ by at most "
-            f"{lean_difference(model):.2g}"
-        )
+        print(f"\n{n_features} features: exported in {model['export_seconds']:.1f} s")
         print(header)
         print("-" * len(header))
         for threads in args.threads:
@@ -356,20 +340,17 @@ def main(argv: list[str] | None = None) -> int:
                     else [("rows/s", "rows_per_s", "{:.3g}")]
                 )
                 for label, key, spec in lines:
-                    cells = [
-                        spec.format(stats[name][key]) if name in stats else "-" for name in NAMES
-                    ]
-                    ratios = ["", ""]
+                    cells = " ".join(
+                        f"{spec.format(stats[name][key]) if name in stats else '-':>{widths[name]}}"
+                        for name in NAMES
+                    )
+                    ratios = ["", "", ""]
                     if key != "p99_us":
-                        ratios = [
-                            fmt_ratio(stats["torch"], stats["ort"]),
-                            fmt_ratio(stats["torch_graph"], stats["ort"]),
-                        ]
+                        ratios = speedups(stats)
                     print(
-                        f"{n_features:>8} {threads:>7} {batch:>6} {label:<10} {cells[0]:>9} "
-                        f"{cells[1]:>10} {cells[2]:>9} {cells[3]:>11} {cells[4]:>9} {cells[5]:>9} "
-                        f"{cells[6]:>11} "
-                        f"{ratios[0]:>9} {ratios[1]:>9} {load:>5.2f}",
+                        f"{n_features:>8} {threads:>7} {batch:>6} {label:<10} {cells} "
+                        + " ".join(f"{r:>10}" for r in ratios)
+                        + f" {load:>5.2f}",
                         flush=True,
                     )
                 for name, s in stats.items():

@@ -277,6 +277,12 @@ def test_scorer_runs_large_inputs_in_slices_with_the_same_answers(interleaved_mo
         np.testing.assert_allclose(result.feature_errors, whole[1], rtol=1e-6, atol=1e-9)
         np.testing.assert_array_equal(result.is_anomaly, whole[2])
         assert result.is_anomaly.dtype == bool and result.score.shape == (250,)
+    # More than one thread: the pool does not spin between calls.
+    key = "session.intra_op.allow_spinning"
+    options = load_scorer(data, threads=2).session.get_session_options()
+    assert options.get_session_config_entry(key) == "0"
+    with pytest.raises(RuntimeError, match="does not have configuration"):
+        scorer.session.get_session_options().get_session_config_entry(key)
 
 
 def _column_by_column(frame: pd.DataFrame, names: list[str]) -> np.ndarray:
