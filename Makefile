@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 # The shared datasets folder the benchmarks read: `make bench SHARED=path`.
 SHARED ?= ../shared/datasets
 
-.PHONY: install demo test lint format bench clean
+.PHONY: install demo report test lint format bench clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -23,6 +23,11 @@ demo: $(STAMP)
 	rm -rf runs/demo runs/demo.journal
 	$(BIN)/anomtune tune datasets/cardio.csv --label is_anomaly --trials 30 --seed 0 \
 		--study demo --storage runs/demo.journal --out runs/demo
+
+# The HTML report of the demo run and a screenshot of it (needs Chromium).
+report: $(STAMP)
+	test -f runs/demo/summary.json || $(MAKE) demo
+	$(BIN)/anomtune report runs/demo -o runs/demo/report.html --screenshot docs/report.png
 
 test: $(STAMP)
 	$(BIN)/ruff check .
