@@ -23,10 +23,12 @@ Phases, in this order, after 500 warm-up requests:
 
 Latency is measured by the client from sending the request to reading the
 whole answer, so it includes the client's own work (on the same 2 cores).
-The server's resident memory (``VmRSS`` from ``/proc``) is read after the
-warm-up and after every phase; its growth over the run must stay under
-``--rss-bound-mb`` (50). The script exits with status 1 if any request failed
-or the bound was exceeded.
+The server's CPU time per request (user plus system, from ``/proc/PID/stat``)
+is reported too: unlike latency, it hardly depends on what else the machine
+is doing. The server's resident memory (``VmRSS`` from ``/proc``) is read
+after the warm-up and after every phase; its growth over the run must stay
+under ``--rss-bound-mb`` (50). The script exits with status 1 if any request
+failed or the bound was exceeded.
 
     python benchmarks/load.py ../shared/datasets
     python benchmarks/load.py ../shared/datasets --dataset pendigits --rounds 3
@@ -71,6 +73,7 @@ COLUMNS = [
     "p99_ms",
     "max_ms",
     "requests_per_s",
+    "server_cpu_us",
     "rss_start_mb",
     "rss_end_mb",
     "load_1min",
@@ -233,6 +236,13 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time the process has used, from ``/proc``."""
+    with open(f"/proc/{pid}/stat") as fh:
+        fields = fh.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def rss_mb(pid: int) -> float:
     with open(f"/proc/{pid}/status") as fh:
         for line in fh:
@@ -319,7 +329,9 @@ def main(argv: list[str] | None = None) -> int:
                 for phase, clients, size, total in phases:
                     rss_start = rss_mb(server.pid)
                     load = os.getloadavg()[0]
+                    cpu = cpu_seconds(server.pid)
                     got = drive(port, workloads[size], total, clients)
+                    cpu = cpu_seconds(server.pid) - cpu
                     load = max(load, os.getloadavg()[0])
                     lat = got["latencies"]
                     row = {
@@ -334,6 +346,7 @@ def main(argv: list[str] | None = None) -> int:
                         "p99_ms": round(percentile(lat, 99), 3),
                         "max_ms": round(float(lat.max()) if len(lat) else float("nan"), 3),
                         "requests_per_s": round(total / got["wall"], 1),
+                        "server_cpu_us": round(cpu / total * 1e6, 1),
                         "rss_start_mb": round(rss_start, 1),
                         "rss_end_mb": round(rss_mb(server.pid), 1),
                         "load_1min": round(load, 2),
@@ -352,7 +365,9 @@ def main(argv: list[str] | None = None) -> int:
                         f"round {round_} {phase:10s} clients {clients} rows {size:3d}: "
                         f"{total} requests, {row['errors']} errors, p50 {row['p50_ms']:.2f} ms, "
                         f"p90 {row['p90_ms']:.2f} ms, p99 {row['p99_ms']:.2f} ms, "
-                        f"{row['requests_per_s']:.0f} requests/s, RSS {row['rss_end_mb']:.1f} MB, "
+                        f"{row['requests_per_s']:.0f} requests/s, "
+                        f"server CPU {row['server_cpu_us']:.0f} µs per request, "
+                        f"RSS {row['rss_end_mb']:.1f} MB, "
                         f"load {load:.2f}",
                         flush=True,
                     )
@@ -374,8 +389,11 @@ def main(argv: list[str] | None = None) -> int:
 
     print()
     print(f"Medians over {args.rounds} round(s):")
-    print("| phase | clients | rows | p50 ms | p90 ms | p99 ms | requests/s | errors |")
-    print("|---|---|---|---|---|---|---|---|")
+    print(
+        "| phase | clients | rows | p50 ms | p90 ms | p99 ms | requests/s "
+        "| server CPU µs/request | errors |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|")
     for phase, clients, size, _ in phases:
         mine = [r for r in rows_out if (r["phase"], r["rows_per_request"]) == (phase, size)]
 
@@ -385,7 +403,8 @@ def main(argv: list[str] | None = None) -> int:
         errors = sum(r["errors"] for r in mine)
         print(
             f"| {phase} | {clients} | {size} | {med('p50_ms'):.2f} | {med('p90_ms'):.2f} | "
-            f"{med('p99_ms'):.2f} | {med('requests_per_s'):.0f} | {errors} |"
+            f"{med('p99_ms'):.2f} | {med('requests_per_s'):.0f} | {med('server_cpu_us'):.0f} "
+            f"| {errors} |"
         )
     errors = sum(r["errors"] for r in rows_out)
     growth = rss_last - rss_first

@@ -179,6 +179,7 @@ def test_explain_by_query_or_params(server, expected):
     body = payloads(rows)["dataframe_split"]
     for path, payload in [
         ("/invocations?explain=true", body),
+        ("/invocations?explain=1", body),
         ("/invocations", {**body, "params": {"explain": True}}),
     ]:
         status, _, answer = call(server, path, payload)
