@@ -31,8 +31,17 @@ from anomtune.scoring import Scorer, category_text
 
 __all__ = ["BatchResult", "score_file"]
 
-CHUNK_BYTES = 8 << 20
-PARQUET_ROWS = 131_072
+# CSV block size. Arrow's streaming reader parses one block at a time but reads
+# up to 32 blocks ahead, so this also bounds the raw text held in memory.
+CHUNK_BYTES = 1 << 20
+PARQUET_ROWS = 16_384
+# Rows gathered into one float32 matrix per step: about 8 MB of features, at
+# most 65,536 rows (fewer for wide tables).
+CHUNK_CELLS = 2 << 20
+MAX_CHUNK_ROWS = 65_536
+# Rows per onnxruntime call, so that the graph's intermediate tensors stay
+# small: its memory arena keeps the largest size it has ever needed.
+SESSION_ROWS = 8_192
 
 
 @dataclass
@@ -96,14 +105,18 @@ def _batches(source: str, needed: list[str], numeric: list[str], sep: str) -> It
         if source == "-":
             raise ConfigError("Parquet cannot be read from stdin; give a file")
         try:
-            pf = pq.ParquetFile(source)
+            # Without pre-buffering, a row group is read column by column as
+            # batches are taken, not held whole in memory beforehand.
+            pf = pq.ParquetFile(source, pre_buffer=False)
         except FileNotFoundError as exc:
             raise DataError(f"{source}: no such file") from exc
         except (OSError, pa.ArrowException) as exc:
             raise DataError(f"{source}: cannot read Parquet: {exc}") from exc
         names = pf.schema_arrow.names
         _check_present(needed, names, source)
-        yield from pf.iter_batches(batch_size=PARQUET_ROWS, columns=needed)
+        # One reading thread: the batches are read ahead in a thread of their
+        # own while onnxruntime's threads score the previous ones.
+        yield from pf.iter_batches(batch_size=PARQUET_ROWS, columns=needed, use_threads=False)
         return
     import pyarrow.csv as pacsv
 
@@ -184,19 +197,69 @@ def _check_present(needed: list[str], names: list[str], source: str) -> None:
             raise DataError(f"{source}: missing column {name!r}{hint}")
 
 
-def _feeds(batch, scorer: Scorer, first_row: int, source: str) -> dict:
-    """One float32 matrix of the numeric columns (and the string block) of a batch."""
-    n = batch.num_rows
+@dataclass
+class _Chunk:
+    """Consecutive data rows, ready for the graph."""
+
+    first_row: int  # index of the chunk's first data row in the file, from 0
+    numeric: np.ndarray  # float32, C order, one column per numeric feature
+    categorical: np.ndarray | None  # strings, one column per categorical feature
+    ids: object | None  # the id column (an Arrow chunked array)
+    labels: np.ndarray | None  # bool, True for rows labeled positive
+
+    def feeds(self, start: int, stop: int) -> dict:
+        feeds = {"numeric": self.numeric[start:stop]}
+        if self.categorical is not None:
+            feeds["categorical"] = self.categorical[start:stop]
+        return feeds
+
+
+def _chunks(
+    source: str,
+    scorer: Scorer,
+    needed: list[str],
+    sep: str,
+    id_column: str | None,
+    label: str | None,
+    positive: str,
+) -> Iterator[_Chunk]:
+    """The rows of ``source`` in chunks of about :data:`CHUNK_CELLS` feature values."""
+    target = max(1024, min(MAX_CHUNK_ROWS, CHUNK_CELLS // max(1, len(scorer.feature_names))))
+    pending: list = []
+    count = first = 0
+    for batch in _batches(source, needed, scorer.numeric, sep):
+        if batch.num_rows == 0:
+            continue
+        pending.append(batch)
+        count += batch.num_rows
+        if count >= target:
+            yield _chunk(pending, count, first, scorer, source, id_column, label, positive)
+            first += count
+            pending, count = [], 0
+    if pending:
+        yield _chunk(pending, count, first, scorer, source, id_column, label, positive)
+
+
+def _chunk(
+    batches: list,
+    n: int,
+    first_row: int,
+    scorer: Scorer,
+    source: str,
+    id_column: str | None,
+    label: str | None,
+    positive: str,
+) -> _Chunk:
+    import pyarrow as pa
+
+    # Arrow columns are copied straight into one float32 matrix, batch by batch.
     numeric = np.empty((n, len(scorer.numeric)), dtype=np.float32)
-    for j, name in enumerate(scorer.numeric):
-        column = batch.column(name)
-        try:
-            values = column.to_numpy(zero_copy_only=False)
-        except Exception as exc:  # Arrow raises several types for unconvertible data
-            raise DataError(f"{source}: column {name!r} is not numeric") from exc
-        if values.dtype.kind not in "fiub":
-            raise DataError(f"{source}: column {name!r} is not numeric")
-        numeric[:, j] = values
+    start = 0
+    for batch in batches:
+        stop = start + batch.num_rows
+        for j, name in enumerate(scorer.numeric):
+            numeric[start:stop, j] = _numeric_values(batch.column(name), name, source)
+        start = stop
     bad = np.isinf(numeric)
     if bad.any():
         row, col = np.argwhere(bad)[0]
@@ -204,14 +267,62 @@ def _feeds(batch, scorer: Scorer, first_row: int, source: str) -> dict:
             f"{source}: column {scorer.numeric[col]!r} has an infinite or out-of-range "
             f"value at row {first_row + int(row) + 1}"
         )
-    feeds = {"numeric": numeric}
+    categorical = None
     if scorer.categorical:
-        block = np.empty((n, len(scorer.categorical)), dtype=object)
-        for j, name in enumerate(scorer.categorical):
-            values = batch.column(name).to_pylist()
+        categorical = np.concatenate([_categories(b, scorer.categorical) for b in batches])
+    ids = None
+    if id_column is not None:
+        ids = pa.chunked_array([b.column(id_column) for b in batches])
+    labels = None
+    if label is not None:
+        labels = np.concatenate([_labels(b, label, positive) for b in batches])
+    return _Chunk(first_row, numeric, categorical, ids, labels)
+
+
+def _numeric_values(column, name: str, source: str) -> np.ndarray:
+    """An Arrow column as NumPy numbers (missing values as NaN); no copy when possible."""
+    try:
+        values = column.to_numpy(zero_copy_only=False)
+    except Exception as exc:  # Arrow raises several types for unconvertible data
+        raise DataError(f"{source}: column {name!r} is not numeric") from exc
+    if values.dtype.kind not in "fiub":
+        raise DataError(f"{source}: column {name!r} is not numeric")
+    return values
+
+
+def _categories(batch, names: list[str]) -> np.ndarray:
+    """The categorical columns of a batch as text (missing values as "")."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    block = np.empty((batch.num_rows, len(names)), dtype=object)
+    for j, name in enumerate(names):
+        column = batch.column(name)
+        if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
+            block[:, j] = pc.fill_null(column, "").to_numpy(zero_copy_only=False)
+        else:
+            values = column.to_pylist()
             block[:, j] = ["" if v is None else category_text(v) for v in values]
-        feeds["categorical"] = block.astype(str)
-    return feeds
+    return block.astype(str)
+
+
+def _score_chunk(scorer: Scorer, chunk: _Chunk, explain: bool) -> tuple:
+    """Scores (and per-feature errors with ``explain``) of a chunk.
+
+    The session is called on slices of :data:`SESSION_ROWS` rows.
+    """
+    outputs = [o.name for o in scorer.session.get_outputs()[: 2 if explain else 1]]
+    n = len(chunk.numeric)
+    parts = [
+        scorer.session.run(outputs, chunk.feeds(start, min(n, start + SESSION_ROWS)))
+        for start in range(0, n, SESSION_ROWS)
+    ]
+    if len(parts) == 1:
+        scores, errors = parts[0][0], (parts[0][1] if explain else None)
+    else:
+        scores = np.concatenate([p[0] for p in parts])
+        errors = np.concatenate([p[1] for p in parts]) if explain else None
+    return scores, errors
 
 
 def _labels(batch, label: str, positive: str) -> np.ndarray:
@@ -294,9 +405,9 @@ def score_file(
         if source == "-":
             raise ConfigError("--threshold-at-fpr reads the input twice; give a file, not stdin")
         normal = []
-        for batch in _batches(source, needed, scorer.numeric, sep):
-            scores = scorer.session.run(["score"], _feeds(batch, scorer, 0, source))[0]
-            normal.append(scores[~_labels(batch, label, positive)])
+        for chunk in _prefetched(_chunks(source, scorer, needed, sep, None, label, positive)):
+            scores = _score_chunk(scorer, chunk, False)[0]
+            normal.append(scores[~chunk.labels])
         threshold = threshold_at_fpr(np.concatenate(normal), fpr)
         rule = f"flags at most {fpr:g} of the rows labeled normal in {source}"
     elif threshold is not None:
@@ -311,16 +422,17 @@ def score_file(
     start = time.perf_counter()
     rows = 0
     try:
-        batches = _prefetched(iter(_batches(source, needed, scorer.numeric, sep)))
-        for batch in batches:
-            n = batch.num_rows
-            if n == 0:
-                continue
-            scores, errors, _ = scorer.session.run(None, _feeds(batch, scorer, rows, source))
+        chunks = _chunks(
+            source, scorer, needed, sep, id_column, label if evaluate else None, positive
+        )
+        # The next chunk is read and converted in a thread while this one is scored.
+        for chunk in _prefetched(chunks):
+            n = len(chunk.numeric)
+            scores, errors = _score_chunk(scorer, chunk, explain > 0)
             flags = scores > threshold
             columns = {}
             if id_column is not None:
-                columns[id_column] = batch.column(id_column)
+                columns[id_column] = chunk.ids
             else:
                 columns["row"] = pa.array(np.arange(rows + 1, rows + n + 1, dtype=np.int64))
             columns["score"] = pa.array(scores)
@@ -334,7 +446,7 @@ def score_file(
             writer.write_table(table)
             if evaluate:
                 all_scores.append(scores)
-                all_labels.append(_labels(batch, label, positive))
+                all_labels.append(chunk.labels)
             rows += n
             result.anomalies += int(flags.sum())
             if on_progress is not None:
