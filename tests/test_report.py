@@ -308,3 +308,25 @@ def test_every_plot_renders_in_headless_chromium_without_script_errors(run, chro
         assert width == 1200 and height > 2000  # the whole page, not one window
         colours = image.convert("L").getextrema()
         assert colours[0] < 50 and colours[1] > 200  # text and plots on a light page
+
+
+def test_unlabeled_run_and_moved_data_file(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    write_data(tmp_path / "rows.csv")
+    (tmp_path / "space.toml").write_text(SPACE.replace("epochs = 14", "epochs = 4"))
+    args = ["tune", "rows.csv", "--exclude", "label", "--space", "space.toml", "--trials", "2"]
+    code, _, err = run_cli([*args, "--study", "u", "--out", "u", "--quiet"], capsys)
+    assert code == 0, err
+    (tmp_path / "moved").mkdir()
+    os.replace("rows.csv", "moved/rows.csv")
+    code, _, err = run_cli(["report", "u", "-o", "u.html"], capsys)
+    assert code == 2 and "give its current path with --data" in err
+    assert not Path("u.html").exists()
+    code, out, err = run_cli(["report", "u", "-o", "u.html", "--data", "moved/rows.csv"], capsys)
+    assert code == 0, err
+    assert out.strip() == "wrote u.html"
+    page = Path("u.html").read_text()
+    found = set(re.findall(r'data-plot="([^"]+)"', page))
+    assert found == {"history", "intermediate", "slice", "scores-val", "scores-test", "top-rows"}
+    assert "fANOVA importances need at least 4 complete trials; this run has 2." in page
+    assert "RECONSTRUCTION-ERROR" in page
