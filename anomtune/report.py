@@ -164,8 +164,11 @@ def _load_study(summary: dict, storage: str | None, numbers: set[int]):
     if not where:
         return None, "the summary names no study storage"
     try:
+        if where.startswith("sqlite:///") and not Path(where[len("sqlite:///") :]).is_file():
+            return None, f"the study storage {where} is not there (give --storage)"
         if "://" in where:
-            source = optuna.storages.RDBStorage(where)
+            # Read only: never create tables in a database that has none.
+            source = optuna.storages.RDBStorage(where, skip_table_creation=True)
         else:
             if not Path(where).is_file():
                 return None, f"the study storage {where} is not there (give --storage)"
