@@ -35,7 +35,7 @@ import pytest
 from anomtune.cli import main
 from anomtune.registry import Registry
 from anomtune.registry._registry import ALIAS_PAUSE_POINTS, TEST_PAUSE_ENV
-from anomtune.tuning import open_storage
+from anomtune.tuning import PATIENCE, open_storage
 
 # Trials long enough to be caught running: small batches, many epochs, no pruner
 # (each still ends after 20 epochs without improvement).
@@ -137,8 +137,11 @@ def _kill_mid_trial(proc: subprocess.Popen, journal: Path, complete: int, log: P
             trials = study.get_trials(deepcopy=False)
             done = sum(t.state.name == "COMPLETE" for t in trials)
             running = [t for t in trials if t.state.name == "RUNNING"]
-            # At least one epoch reported: the trial is past its start, training.
-            if done >= complete and running and running[0].intermediate_values:
+            # A trial ends only after PATIENCE epochs without improvement (there is
+            # no pruner), so one seen at an earlier epoch is surely still training
+            # when the signal lands.
+            epochs = running[0].intermediate_values if running else {}
+            if done >= complete and epochs and max(epochs) < PATIENCE - 5:
                 os.kill(proc.pid, signal.SIGKILL)
                 proc.wait(timeout=60)
                 return
