@@ -39,9 +39,6 @@ PARQUET_ROWS = 16_384
 # most 65,536 rows (fewer for wide tables).
 CHUNK_CELLS = 2 << 20
 MAX_CHUNK_ROWS = 65_536
-# Rows per onnxruntime call, so that the graph's intermediate tensors stay
-# small: its memory arena keeps the largest size it has ever needed.
-SESSION_ROWS = 8_192
 
 
 @dataclass
@@ -309,13 +306,17 @@ def _categories(batch, names: list[str]) -> np.ndarray:
 def _score_chunk(scorer: Scorer, chunk: _Chunk, explain: bool) -> tuple:
     """Scores (and per-feature errors with ``explain``) of a chunk.
 
-    The session is called on slices of :data:`SESSION_ROWS` rows.
+    The session is called on slices of the scorer's ``slice_rows`` rows: the
+    graph's intermediate tensors stay in the CPU cache, and small, as its
+    memory arena keeps the largest size it has ever needed. Only the outputs
+    used are asked for.
     """
     outputs = [o.name for o in scorer.session.get_outputs()[: 2 if explain else 1]]
     n = len(chunk.numeric)
+    step = max(1, int(scorer.slice_rows))
     parts = [
-        scorer.session.run(outputs, chunk.feeds(start, min(n, start + SESSION_ROWS)))
-        for start in range(0, n, SESSION_ROWS)
+        scorer.session.run(outputs, chunk.feeds(start, min(n, start + step)))
+        for start in range(0, n, step)
     ]
     if len(parts) == 1:
         scores, errors = parts[0][0], (parts[0][1] if explain else None)

@@ -263,10 +263,10 @@ def test_chunks_and_session_slices_give_the_same_answers(model_path, tmp_path, m
     # session calls of 100 rows: every boundary falls inside the data.
     monkeypatch.setattr(batch, "CHUNK_BYTES", 16 * 1024)
     monkeypatch.setattr(batch, "MAX_CHUNK_ROWS", 1500)
-    monkeypatch.setattr(batch, "SESSION_ROWS", 100)
     frame = make_frame(5_000, 8)
     frame.to_csv(tmp_path / "in.csv", index=False)
     scorer = anomtune.load(str(model_path))
+    scorer.slice_rows = 100
     result = batch.score_file(
         scorer,
         str(tmp_path / "in.csv"),
