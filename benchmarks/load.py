@@ -32,6 +32,8 @@ failed or the bound was exceeded.
 
     python benchmarks/load.py ../shared/datasets
     python benchmarks/load.py ../shared/datasets --dataset pendigits --rounds 3
+    python benchmarks/load.py ../shared/datasets --out benchmarks/results/load_serve_extra.csv
+        # after pip install "anomtune[serve]" (uvloop, httptools)
 
 Writes ``benchmarks/results/load.csv`` (one row per round and phase).
 """
@@ -80,6 +82,8 @@ COLUMNS = [
     "dataset",
     "features",
     "server_threads",
+    "event_loop",
+    "http_parser",
     "anomtune",
     "onnxruntime",
     "uvicorn",
@@ -295,12 +299,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="CSV to write")
     args = parser.parse_args(argv)
 
+    import importlib.util
+
     import onnxruntime
     import uvicorn
 
     import anomtune
     from anomtune.scoring import load_scorer
 
+    # uvicorn picks uvloop and httptools when they are installed (the serve extra).
+    loop = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"
+    parser_name = "httptools" if importlib.util.find_spec("httptools") else "h11"
     phases = [
         ("sequential", 1, 1, args.sequential),
         ("sequential", 1, 100, args.sequential),
@@ -317,7 +326,8 @@ def main(argv: list[str] | None = None) -> int:
         server = start_server(model, port, args.threads)
         print(
             f"{args.dataset}: {X.shape[1]} features; anomtune serve on 127.0.0.1:{port} "
-            f"(pid {server.pid}, --threads {args.threads}); load {os.getloadavg()[0]:.2f}",
+            f"(pid {server.pid}, --threads {args.threads}, {loop}, {parser_name}); "
+            f"load {os.getloadavg()[0]:.2f}",
             flush=True,
         )
         try:
@@ -353,6 +363,8 @@ def main(argv: list[str] | None = None) -> int:
                         "dataset": args.dataset,
                         "features": X.shape[1],
                         "server_threads": args.threads,
+                        "event_loop": loop,
+                        "http_parser": parser_name,
                         "anomtune": anomtune.__version__,
                         "onnxruntime": onnxruntime.__version__,
                         "uvicorn": uvicorn.__version__,
