@@ -49,6 +49,7 @@ timed calls) so that a busy spell of the machine hits all of them.
 
     python benchmarks/scoring.py
     python benchmarks/scoring.py --features 32 --threads 1 --calls 500
+    python benchmarks/scoring.py ../shared/datasets --part csv   # scoring_csv.py
 """
 
 from __future__ import annotations
@@ -284,7 +285,23 @@ def speedups(stats: dict) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # --part csv hands the other arguments to benchmarks/scoring_csv.py.
+    part = argparse.ArgumentParser(add_help=False)
+    part.add_argument("--part", choices=("model", "csv"), default="model")
+    chosen, rest = part.parse_known_args(argv)
+    if chosen.part == "csv":
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from scoring_csv import main as csv_main
+
+        return csv_main(rest)
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--part",
+        choices=("model", "csv"),
+        default="model",
+        help="model: this benchmark; csv: anomtune score end to end on a file "
+        "(benchmarks/scoring_csv.py, which takes the other arguments)",
+    )
     parser.add_argument("--features", nargs="+", type=int, default=[20, 100, 500])
     parser.add_argument("--threads", nargs="+", type=int, default=[1, 2])
     parser.add_argument("--batches", nargs="+", type=int, default=[4096, 65536])

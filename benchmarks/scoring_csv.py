@@ -11,8 +11,11 @@ is given (the big file then holds its rows resampled with Gaussian jitter),
 else correlated random rows.
 
 Each measured run is a separate process, started fresh (interpreter start
-and imports included), timed by the wall clock, with its peak resident
-memory read from the kernel's accounting of that child (``os.wait4``):
+and imports included), timed by the wall clock, with its CPU time (user plus
+system, all threads) and peak resident memory read from the kernel's
+accounting of that child (``os.wait4`` in a small launcher process, so that
+the benchmark's own memory is not counted); on a busy machine the CPU time
+is the steadier figure:
 
 ``anomtune_csv``
     ``anomtune score MODEL.onnx big.csv -o out.csv --quiet``.
@@ -40,6 +43,7 @@ from __future__ import annotations
 import argparse
 import csv
 import datetime
+import json
 import os
 import platform
 import shutil
@@ -67,6 +71,7 @@ COLUMNS = [
     "median_s",
     "min_s",
     "max_s",
+    "median_cpu_s",
     "rows_per_s",
     "median_peak_mb",
     "max_peak_mb",
@@ -222,20 +227,36 @@ def command(name: str, paths: dict, out: Path, threads: int) -> list[str]:
     ]
 
 
-def run_child(argv: list[str]) -> tuple[float, float]:
-    """Wall seconds and peak resident MB of one child process."""
-    start = time.perf_counter()
-    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    # wait4 gives this child's own resource use (RUSAGE_CHILDREN would give
-    # the largest peak among all children waited for so far).
-    _, status, usage = os.wait4(proc.pid, 0)
-    seconds = time.perf_counter() - start
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    err = proc.stderr.read().decode(errors="replace")
-    proc.stderr.close()
-    if proc.returncode != 0:
-        raise SystemExit(f"{' '.join(argv)} failed ({proc.returncode}):\n{err}")
-    return seconds, usage.ru_maxrss / 1024  # ru_maxrss is in KiB on Linux
+# Runs the command given as its arguments and prints the command's wall time,
+# CPU time and peak resident memory as JSON. The command is started from this
+# small interpreter, not from the benchmark's: Linux counts the memory of the
+# process a child was forked from in the child's peak (``ru_maxrss``).
+LAUNCHER = """
+import json, os, subprocess, sys, time
+start = time.perf_counter()
+proc = subprocess.Popen(sys.argv[1:], stdout=subprocess.DEVNULL)
+_, status, usage = os.wait4(proc.pid, 0)
+print(json.dumps({
+    "seconds": time.perf_counter() - start,
+    "code": os.waitstatus_to_exitcode(status),
+    "cpu": usage.ru_utime + usage.ru_stime,
+    "maxrss_kib": usage.ru_maxrss,
+}))
+"""
+
+
+def run_child(argv: list[str]) -> tuple[float, float, float]:
+    """Wall seconds, CPU seconds (user + system) and peak resident MB of one child."""
+    with tempfile.TemporaryFile() as err:
+        done = subprocess.run(
+            [sys.executable, "-c", LAUNCHER, *argv], stdout=subprocess.PIPE, stderr=err
+        )
+        err.seek(0)
+        message = err.read().decode(errors="replace")
+    report = json.loads(done.stdout) if done.returncode == 0 else {"code": done.returncode}
+    if report["code"] != 0:
+        raise SystemExit(f"{' '.join(argv)} failed ({report['code']}):\n{message}")
+    return report["seconds"], report["cpu"], report["maxrss_kib"] / 1024
 
 
 def agreement(a: Path, b: Path) -> str:
@@ -308,17 +329,20 @@ def main(argv: list[str] | None = None) -> int:
         )
         times = {name: [] for name in args.only}
         peaks = {name: [] for name in args.only}
+        cpus = {name: [] for name in args.only}
         loads = []
         outs = {name: workdir / f"out_{name}.csv" for name in args.only}
         for rep in range(args.repeats):
             for name in args.only:
                 loads.append(os.getloadavg()[0])
-                seconds, peak = run_child(command(name, paths, outs[name], args.threads))
+                seconds, cpu, peak = run_child(command(name, paths, outs[name], args.threads))
                 loads.append(os.getloadavg()[0])
                 times[name].append(seconds)
                 peaks[name].append(peak)
+                cpus[name].append(cpu)
                 print(
-                    f"  round {rep + 1} {name:<17} {seconds:6.2f} s  {peak:6.0f} MB  "
+                    f"  round {rep + 1} {name:<17} {seconds:6.2f} s  cpu {cpu:6.2f} s  "
+                    f"{peak:6.0f} MB  "
                     f"load {loads[-1]:.2f}",
                     flush=True,
                 )
@@ -331,8 +355,8 @@ def main(argv: list[str] | None = None) -> int:
                         )
         base = statistics.median(times["pandas_torch"]) if "pandas_torch" in times else None
         header = (
-            f"\n{'implementation':<17} {'input':<8} {'median s':>9} {'min s':>7} {'rows/s':>10} "
-            f"{'peak MB':>8} {'speed-up':>9}"
+            f"\n{'implementation':<17} {'input':<8} {'median s':>9} {'min s':>7} {'cpu s':>7} "
+            f"{'rows/s':>10} {'peak MB':>8} {'speed-up':>9}"
         )
         print(header)
         print("-" * (len(header) - 1))
@@ -344,6 +368,7 @@ def main(argv: list[str] | None = None) -> int:
             peak = statistics.median(peaks[name])
             print(
                 f"{name:<17} {kind:<8} {median:9.2f} {min(times[name]):7.2f} "
+                f"{statistics.median(cpus[name]):7.2f} "
                 f"{args.rows / median:10,.0f} {peak:8.0f} "
                 f"{(f'{speedup:.2f}x' if speedup else '-'):>9}"
             )
@@ -357,6 +382,7 @@ def main(argv: list[str] | None = None) -> int:
                     "median_s": f"{median:.3f}",
                     "min_s": f"{min(times[name]):.3f}",
                     "max_s": f"{max(times[name]):.3f}",
+                    "median_cpu_s": f"{statistics.median(cpus[name]):.3f}",
                     "rows_per_s": f"{args.rows / median:.0f}",
                     "median_peak_mb": f"{peak:.0f}",
                     "max_peak_mb": f"{max(peaks[name]):.0f}",
