@@ -116,23 +116,21 @@ def tree(folder: Path) -> dict[str, str]:
 # ---------------------------------------------------------------- tune
 
 
-def _study(journal: Path, storage=None):
-    storage = storage or open_storage(str(journal))[0]
+def _study(spec: str, storage=None):
+    storage = storage or open_storage(spec)[0]
     try:
         return optuna.load_study(study_name="planted", storage=storage)
     except KeyError:
         return None
 
 
-def _kill_mid_trial(proc: subprocess.Popen, journal: Path, complete: int, log: Path) -> None:
+def _kill_mid_trial(proc: subprocess.Popen, spec: str, complete: int, log: Path) -> None:
     """SIGKILL ``proc`` once ``complete`` trials are done and another is mid-training."""
     deadline = time.monotonic() + WAIT_S
-    storage = None
+    storage = open_storage(spec)[0]  # one object: a journal is read on from where it left off
     while time.monotonic() < deadline:
         assert proc.poll() is None, f"tune ended early: {log.read_text()}"
-        if storage is None and journal.exists():
-            storage = open_storage(str(journal))[0]  # read on from where it left off
-        study = _study(journal, storage) if storage is not None else None
+        study = _study(spec, storage)
         if study is not None:
             trials = study.get_trials(deepcopy=False)
             done = sum(t.state.name == "COMPLETE" for t in trials)
@@ -151,22 +149,28 @@ def _kill_mid_trial(proc: subprocess.Popen, journal: Path, complete: int, log: P
     pytest.fail(f"tune did not reach {complete} complete trials in {WAIT_S} s")
 
 
-def test_tune_killed_mid_study_resumes_keeping_every_finished_trial(tmp_path):
+@pytest.mark.parametrize("backend", ["journal", "sqlite"])
+def test_tune_killed_mid_study_resumes_keeping_every_finished_trial(tmp_path, backend):
     """A complete run, then the same study killed mid-trial, then resumed.
 
     The runs before and after the kill are in-process (the same entry point,
     without a second interpreter start); the killed one is a real process.
+    The default journal file and a database storage (SQLite, with Optuna's
+    heartbeat) both recognise the killed trial.
     """
     data = write_planted(tmp_path / "planted.csv")
     (tmp_path / "space.toml").write_text(SLOW_SPACE)
-    journal = tmp_path / "studies.journal"
+    if backend == "journal":
+        spec = str(tmp_path / "studies.journal")
+    else:
+        spec = f"sqlite:///{tmp_path / 'studies.db'}"
     run_dir = tmp_path / "runs" / "planted"
     log = tmp_path / "tune.log"
 
     def command(trials: int) -> list[str]:
         return [
             "tune", str(data), "--label", "label", "--space", str(tmp_path / "space.toml"),
-            "--pruner", "none", "--trials", str(trials), "--storage", str(journal),
+            "--pruner", "none", "--trials", str(trials), "--storage", spec,
             "--out", str(run_dir), "--json",
         ]  # fmt: skip
 
@@ -182,13 +186,13 @@ def test_tune_killed_mid_study_resumes_keeping_every_finished_trial(tmp_path):
             stderr=subprocess.STDOUT,
             env=child_env(),
         )
-        _kill_mid_trial(proc, journal, complete=2, log=log)
+        _kill_mid_trial(proc, spec, complete=2, log=log)
     assert proc.returncode == -signal.SIGKILL
 
     # The run folder is the earlier complete one, byte for byte; no staged copy.
     assert tree(run_dir) == complete_run
     assert [p.name for p in (tmp_path / "runs").iterdir()] == ["planted"]
-    study = _study(journal)
+    study = _study(spec)
     finished = {
         t.number: (t.state, t.values, t.params) for t in study.trials if t.state.is_finished()
     }
@@ -200,7 +204,7 @@ def test_tune_killed_mid_study_resumes_keeping_every_finished_trial(tmp_path):
     # The same command, with a small extra budget, resumes the study.
     summary = json.loads(ok(*command(1)))
     assert summary["study"]["resumed"] is True
-    study = _study(journal)
+    study = _study(spec)
     trials = {t.number: t for t in study.trials}
     assert len(trials) == len(finished) + 2
     for number, (state, values, params) in finished.items():
