@@ -17,9 +17,9 @@ What each implementation includes:
     mean as the score, the per-column errors and the threshold).
 ``ort_sliced``
     ``Scorer.run`` on the same feeds: the session called on consecutive
-    slices of ``Scorer.slice_rows`` (4,096) rows, the outputs written into
-    whole-batch arrays. What ``Scorer.score`` does. Batches larger than a
-    slice only.
+    slices of ``Scorer.slice_rows`` rows (4,096 at 20 features, 2,048 at
+    100, 512 at 500), the outputs written into whole-batch arrays. What
+    ``Scorer.score`` does. Batches larger than a slice only.
 ``ort_spin``
     ``ort_sliced`` with onnxruntime's default thread-pool spinning, which
     ``Scorer`` turns off when it has more than one thread. Two threads only.
@@ -32,17 +32,17 @@ What each implementation includes:
     eager mode under ``torch.no_grad()``, float32, one call: the same
     preprocessing and the same three outputs as the graph.
 ``torch_sliced``
-    ``torch_graph`` on consecutive 4,096-row slices, outputs written into
-    whole-batch arrays (batches larger than a slice only): whether slicing
-    alone explains the large-batch gap.
+    ``torch_graph`` on the same slices, outputs written into whole-batch
+    arrays (batches larger than a slice only): whether slicing alone
+    explains the large-batch gap.
 ``torch``
     ``detector.module_`` alone on the raw matrix (scaling, autoencoder,
     squared errors, score): the plain model, without imputation and
     threshold.
 
 The speed-ups printed are torch time over onnxruntime time, from medians:
-``torch_graph`` over ``ort`` at batch 1 and 4,096 rows and over
-``ort_sliced`` above that (what ``Scorer`` runs), ``torch_sliced`` over
+``torch_graph`` over ``ort_sliced`` when the batch is larger than a slice
+and over ``ort`` otherwise (what ``Scorer`` runs), ``torch_sliced`` over
 ``ort_sliced``, and ``torch`` over the same onnxruntime figure. The
 implementations take turns in rounds (a pause, then a block of warm-up and
 timed calls) so that a busy spell of the machine hits all of them.
@@ -75,7 +75,7 @@ from anomtune import AutoencoderDetector
 from anomtune.data import table_from_frame
 from anomtune.export import _graph_module, export_model
 from anomtune.preprocess import Preprocessor
-from anomtune.scoring import SLICE_ROWS, Scorer
+from anomtune.scoring import Scorer
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "scoring.csv"
 TRAIN_ROWS = 2000
@@ -107,11 +107,11 @@ COLUMNS = [
 NAMES = ("ort", "ort_sliced", "ort_spin", "scorer", "torch_graph", "torch_sliced", "torch")
 LABELS = {
     "ort": "onnxruntime, exported graph, one session.run",
-    "ort_sliced": f"Scorer.run: the session on {SLICE_ROWS}-row slices",
+    "ort_sliced": "Scorer.run: the session on slices of Scorer.slice_rows rows",
     "ort_spin": "ort_sliced with onnxruntime's default thread spinning",
     "scorer": "Scorer.score(DataFrame)",
     "torch_graph": "torch eager, the module export traces, one call",
-    "torch_sliced": f"torch_graph on {SLICE_ROWS}-row slices",
+    "torch_sliced": "torch_graph on the same slices",
     "torch": "torch eager, detector.module_ alone",
 }
 
@@ -197,24 +197,25 @@ def callables(model: dict, threads: int, batch: int) -> dict:
         "torch_graph": cycle(tensors, graph),
         "torch": cycle(tensors, module),
     }
-    if batch > SLICE_ROWS:
+    if batch > scorer.slice_rows:
         calls["ort_sliced"] = cycle(feeds, scorer.run)
         if threads > 1:
             calls["ort_spin"] = cycle(feeds, spinning_scorer(model["graph"], threads).run)
-        calls["torch_sliced"] = cycle(tensors, lambda t: torch_in_slices(graph, t))
+        rows = scorer.slice_rows
+        calls["torch_sliced"] = cycle(tensors, lambda t: torch_in_slices(graph, t, rows))
     if batch > 1:
         calls["scorer"] = cycle(frames, scorer.score)
     return calls
 
 
-def torch_in_slices(module, numeric: torch.Tensor) -> tuple:
-    """The module's outputs for ``numeric``, computed SLICE_ROWS rows at a time."""
+def torch_in_slices(module, numeric: torch.Tensor, rows: int) -> tuple:
+    """The module's outputs for ``numeric``, computed ``rows`` rows at a time."""
     n = len(numeric)
     score = torch.empty(n)
     errors = torch.empty((n, numeric.shape[1]))
     label = torch.empty(n, dtype=torch.bool)
-    for start in range(0, n, SLICE_ROWS):
-        stop = start + SLICE_ROWS
+    for start in range(0, n, rows):
+        stop = start + rows
         s, e, a = module(numeric[start:stop])
         score[start:stop], errors[start:stop], label[start:stop] = s, e, a
     return score, errors, label

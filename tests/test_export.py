@@ -15,7 +15,7 @@ from anomtune.data import table_from_frame
 from anomtune.errors import DataError
 from anomtune.export import OPSET, check_parity, export_model
 from anomtune.pipeline import fit_detector, prepare
-from anomtune.scoring import load_scorer
+from anomtune.scoring import load_scorer, slice_rows
 
 
 def mixed_frame(n: int = 400, seed: int = 0) -> pd.DataFrame:
@@ -269,6 +269,9 @@ def test_graph_size_does_not_grow_with_the_number_of_columns():
 def test_scorer_runs_large_inputs_in_slices_with_the_same_answers(interleaved_model):
     features, data = interleaved_model[2][:250], interleaved_model[3]
     scorer = load_scorer(data)
+    # Slices of at most 4,096 rows, fewer for wide models.
+    assert scorer.slice_rows == 4096
+    assert [slice_rows(w) for w in (32, 100, 500, 10_000)] == [4096, 2048, 512, 256]
     whole = scorer.session.run(None, scorer.feeds(features))
     for rows in (1, 7, 100, 250, 1000):
         scorer.slice_rows = rows
