@@ -308,3 +308,23 @@ def test_memory_is_bounded_by_the_block_size_not_the_file(model_path, tmp_path, 
     # never a large part of the file.
     assert len(held) >= 40
     assert max(held) < 3 << 20, max(held)
+
+
+def test_threshold_at_fpr_pass_names_the_file_row_of_a_bad_value(
+    model_path, tmp_path, capsys, monkeypatch
+):
+    # The first pass (to pick the threshold) reads the file in chunks too; a
+    # bad value far into the file is reported at its row, and nothing is written.
+    monkeypatch.setattr(batch, "CHUNK_BYTES", 16 * 1024)
+    monkeypatch.setattr(batch, "MAX_CHUNK_ROWS", 1024)
+    frame = make_frame(3_000, 10)
+    frame.loc[2_500, "c"] = np.inf
+    frame.to_csv(tmp_path / "lab.csv", index=False)
+    args = ["--label", "label", "--threshold-at-fpr", "0.05"]
+    code, _, err = run(
+        ["score", str(model_path), str(tmp_path / "lab.csv"), "-o", str(tmp_path / "o.csv"), *args],
+        capsys,
+    )
+    assert code == 2
+    assert "column 'c' has an infinite or out-of-range value at row 2501" in err, err
+    assert not (tmp_path / "o.csv").exists()
