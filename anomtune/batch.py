@@ -1,9 +1,11 @@
 """Score CSV or Parquet files of any size in chunks, with onnxruntime alone.
 
-The input is read by Arrow's streaming readers (CSV parsing runs in Arrow's
-threads, and the next chunk is read while the current one is scored), each
-chunk becomes one float32 matrix, and results are written as they come, so
-memory stays flat however large the file. The output is written to a
+The input is read by Arrow's streaming readers in blocks of bounded size
+(CSV parsing runs in Arrow's threads); the blocks are gathered into chunks,
+each copied from the Arrow columns into one float32 matrix, and the next
+chunk is read and converted in a thread while the current one is scored.
+Results are written as they come, so memory stays flat however large the
+file. The output is written to a
 temporary file beside the target and moved into place at the end: an error
 half-way leaves nothing behind.
 
