@@ -49,17 +49,24 @@ timed calls) so that a busy spell of the machine hits all of them.
 
     python benchmarks/scoring.py
     python benchmarks/scoring.py --features 32 --threads 1 --calls 500
+    python benchmarks/scoring.py --features 100 --threads 2 --busy 1 --out busy.csv
     python benchmarks/scoring.py ../shared/datasets --part csv   # scoring_csv.py
+
+``--busy N`` keeps N cores busy (one Python busy loop per process) while
+measuring: scoring on cores it shares, as a server does with its own
+request handling or a machine with other jobs.
 """
 
 from __future__ import annotations
 
 import argparse
+import atexit
 import csv
 import datetime
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import time
 import warnings
@@ -102,6 +109,7 @@ COLUMNS = [
     "cpu_count",
     "cpu",
     "load_1min",
+    "busy_processes",
     "date",
 ]
 NAMES = ("ort", "ort_sliced", "ort_spin", "scorer", "torch_graph", "torch_sliced", "torch")
@@ -114,6 +122,20 @@ LABELS = {
     "torch_sliced": "torch_graph on the same slices",
     "torch": "torch eager, detector.module_ alone",
 }
+
+
+def start_busy(n: int) -> list:
+    """``n`` processes that each spin one core until :func:`stop_busy`."""
+    procs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(n)]
+    atexit.register(stop_busy, procs)
+    return procs
+
+
+def stop_busy(procs: list) -> None:
+    for proc in procs:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
 
 
 def cpu_name() -> str:
@@ -310,6 +332,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, default=2, help="training epochs per model")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="CSV to write")
+    parser.add_argument(
+        "--busy",
+        type=int,
+        default=0,
+        help="processes that each keep one core busy while measuring (scoring on shared cores)",
+    )
     args = parser.parse_args(argv)
 
     warnings.filterwarnings("ignore")
@@ -342,6 +370,7 @@ def main(argv: list[str] | None = None) -> int:
         + f" {'load':>5}"
     )
     out_rows = []
+    busy = start_busy(args.busy)
     for n_features in args.features:
         model = build(n_features, args.seed, args.epochs, max(args.batches))
         print(f"\n{n_features} features: exported in {model['export_seconds']:.1f} s")
@@ -384,8 +413,10 @@ def main(argv: list[str] | None = None) -> int:
                             "rows_per_s": f"{s['rows_per_s']:.0f}",
                             **machine,
                             "load_1min": f"{load:.2f}",
+                            "busy_processes": args.busy,
                         }
                     )
+    stop_busy(busy)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     with args.out.open("w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=COLUMNS)
