@@ -93,7 +93,11 @@ def start(bin_dir: Path | None = None) -> Cluster:
     if bin_dir is None:
         raise ClusterError("PostgreSQL's initdb was not found (Debian: apt-get install postgresql)")
     user = _server_user()
-    root = Path(tempfile.mkdtemp(prefix="anomtune-pg-"))
+    # Under /tmp rather than $TMPDIR: the server user must reach the folder, and
+    # the path of its unix socket must stay short.
+    root = Path(
+        tempfile.mkdtemp(prefix="anomtune-pg-", dir="/tmp" if os.path.isdir("/tmp") else None)
+    )
     try:
         if user is not None:
             os.chown(root, user.pw_uid, user.pw_gid)
