@@ -36,6 +36,7 @@ from anomtune.cli import main
 from anomtune.registry import Registry
 from anomtune.registry._registry import ALIAS_PAUSE_POINTS, TEST_PAUSE_ENV
 from anomtune.tuning import PATIENCE, open_storage
+from tests.test_tuning import write_planted
 
 # Trials long enough to be caught running: small batches, many epochs, no pruner
 # (each still ends after 20 epochs without improvement).
@@ -51,22 +52,6 @@ high = 8
 choices = [16]
 """
 WAIT_S = 300
-
-
-def write_planted(path: Path, n: int = 300, seed: int = 0) -> Path:
-    """Normal rows on a 2-d plane in 6 dimensions, 10% of rows off it."""
-    rng = np.random.default_rng(seed)
-    n_anom = n // 10
-    basis = rng.normal(size=(2, 6))
-    normal = rng.normal(size=(n - n_anom, 2)) @ basis + 0.05 * rng.normal(size=(n - n_anom, 6))
-    anomalies = rng.normal(scale=2.0, size=(n_anom, 6))
-    X = np.vstack([normal, anomalies])
-    y = np.r_[np.zeros(n - n_anom, int), np.ones(n_anom, int)]
-    order = rng.permutation(n)
-    frame = pd.DataFrame(X[order], columns=[f"x{i}" for i in range(6)])
-    frame["label"] = y[order]
-    frame.to_csv(path, index=False)
-    return path
 
 
 def child_env(**extra: str) -> dict:

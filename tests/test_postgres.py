@@ -16,9 +16,9 @@ import time
 from collections import Counter
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
 import pytest
+
+from tests.test_tuning import write_planted as planted
 
 TINY_SPACE = """
 epochs = 2
@@ -44,19 +44,7 @@ main(sys.argv[2:])
 
 
 def write_planted(path: Path, n: int = 240, seed: int = 0) -> Path:
-    """Normal rows on a 2-d plane in 6 dimensions, 10% of rows off it."""
-    rng = np.random.default_rng(seed)
-    n_anom = n // 10
-    basis = rng.normal(size=(2, 6))
-    normal = rng.normal(size=(n - n_anom, 2)) @ basis + 0.05 * rng.normal(size=(n - n_anom, 6))
-    anomalies = rng.normal(scale=2.0, size=(n_anom, 6))
-    X = np.vstack([normal, anomalies])
-    y = np.r_[np.zeros(n - n_anom, int), np.ones(n_anom, int)]
-    order = rng.permutation(n)
-    frame = pd.DataFrame(X[order], columns=[f"x{i}" for i in range(6)])
-    frame["label"] = y[order]
-    frame.to_csv(path, index=False)
-    return path
+    return planted(path, n=n, seed=seed)
 
 
 def child_env() -> dict:

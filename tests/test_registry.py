@@ -14,7 +14,6 @@ import threading
 import time
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pytest
 
@@ -33,6 +32,7 @@ from anomtune.registry import (
 )
 from anomtune.registry._registry import PAUSE_POINTS, TEST_PAUSE_ENV
 from anomtune.scoring import load_scorer
+from tests.test_tuning import write_planted
 
 FAST_SPACE = """
 epochs = 3
@@ -45,22 +45,6 @@ high = 8
 [batch_size]
 choices = [128]
 """
-
-
-def write_planted(path: Path, n: int = 300, seed: int = 0) -> Path:
-    """Normal rows on a 2-d plane in 6 dimensions, 10% of rows off it."""
-    rng = np.random.default_rng(seed)
-    n_anom = n // 10
-    basis = rng.normal(size=(2, 6))
-    normal = rng.normal(size=(n - n_anom, 2)) @ basis + 0.05 * rng.normal(size=(n - n_anom, 6))
-    anomalies = rng.normal(scale=2.0, size=(n_anom, 6))
-    X = np.vstack([normal, anomalies])
-    y = np.r_[np.zeros(n - n_anom, int), np.ones(n_anom, int)]
-    order = rng.permutation(n)
-    frame = pd.DataFrame(X[order], columns=[f"x{i}" for i in range(6)])
-    frame["label"] = y[order]
-    frame.to_csv(path, index=False)
-    return path
 
 
 def run(*args: str) -> tuple[int, str, str]:
