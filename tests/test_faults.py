@@ -23,7 +23,6 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -36,6 +35,7 @@ from anomtune.cli import main
 from anomtune.registry import Registry
 from anomtune.registry._registry import ALIAS_PAUSE_POINTS, TEST_PAUSE_ENV
 from anomtune.tuning import PATIENCE, open_storage
+from tests.test_registry import kill_paused, subprocess_env
 from tests.test_tuning import write_planted
 
 # Trials long enough to be caught running: small batches, many epochs, no pruner
@@ -52,12 +52,6 @@ high = 8
 choices = [16]
 """
 WAIT_S = 300
-
-
-def child_env(**extra: str) -> dict:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ANOMTUNE_")}
-    env.update(extra)
-    return env
 
 
 def run(*args) -> tuple[int, str, str]:
@@ -169,7 +163,7 @@ def test_tune_killed_mid_study_resumes_keeping_every_finished_trial(tmp_path, ba
             cwd=tmp_path,
             stdout=fh,
             stderr=subprocess.STDOUT,
-            env=child_env(),
+            env=subprocess_env(),
         )
         _kill_mid_trial(proc, spec, complete=2, log=log)
     assert proc.returncode == -signal.SIGKILL
@@ -278,33 +272,6 @@ def state(reg: Path) -> dict:
 def blobs(reg: Path) -> list[str]:
     """Every file in the registry's files folder (staged temporaries included)."""
     return sorted(str(p.relative_to(reg)) for p in (reg / "files").rglob("*") if p.is_file())
-
-
-def kill_paused(args: list[str], point: str) -> None:
-    """Run ``anomtune ARGS`` until it pauses at ``point``, then kill -9 it."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "anomtune", *map(str, args)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=child_env(**{TEST_PAUSE_ENV: point}),
-    )
-    watchdog = threading.Timer(120, proc.kill)
-    watchdog.start()
-    try:
-        seen = []
-        for line in proc.stderr:
-            seen.append(line)
-            if f"paused at {point}" in line:
-                os.kill(proc.pid, signal.SIGKILL)
-                break
-        proc.wait(timeout=30)
-    finally:
-        watchdog.cancel()
-        proc.stdout.close()
-        proc.stderr.close()
-    assert any(f"paused at {point}" in s for s in seen), "".join(seen)
-    assert proc.returncode == -signal.SIGKILL
 
 
 def test_promotion_killed_mid_transaction_moves_nothing(models, tmp_path):
@@ -427,7 +394,7 @@ def test_file_size_limit_refuses_a_registration_cleanly(models, tmp_path):
         [sys.executable, "-m", "anomtune", *map(str, args)],
         capture_output=True,
         text=True,
-        env=child_env(PYTHONDONTWRITEBYTECODE="1"),
+        env=subprocess_env(PYTHONDONTWRITEBYTECODE="1"),
         preexec_fn=_limit_file_size(limit),
         timeout=120,
     )

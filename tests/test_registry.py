@@ -80,6 +80,33 @@ def subprocess_env(**extra: str) -> dict:
     return env
 
 
+def kill_paused(args: list[str], point: str) -> None:
+    """Run ``anomtune ARGS`` until it pauses at ``point``, then kill -9 it."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "anomtune", *map(str, args)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=subprocess_env(**{TEST_PAUSE_ENV: point}),
+    )
+    watchdog = threading.Timer(120, proc.kill)
+    watchdog.start()
+    try:
+        seen = []
+        for line in proc.stderr:
+            seen.append(line)
+            if f"paused at {point}" in line:
+                os.kill(proc.pid, signal.SIGKILL)
+                break
+        proc.wait(timeout=30)
+    finally:
+        watchdog.cancel()
+        proc.stdout.close()
+        proc.stderr.close()
+    assert any(f"paused at {point}" in s for s in seen), "".join(seen)
+    assert proc.returncode == -signal.SIGKILL
+
+
 @pytest.fixture(autouse=True)
 def _no_registry_env(monkeypatch):
     monkeypatch.delenv("ANOMTUNE_REGISTRY", raising=False)
@@ -648,29 +675,7 @@ def test_killed_registration_leaves_no_half_version(built, reg_path):
     def kill_at(name: str, point: str) -> None:
         """Start a registration, wait until it pauses at ``point``, kill -9 it."""
         args = ["registry", "register", "--onnx", built["b"], "--name", name]
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "anomtune", *map(str, args), "--registry", str(reg_path)],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=subprocess_env(**{TEST_PAUSE_ENV: point}),
-        )
-        watchdog = threading.Timer(120, proc.kill)
-        watchdog.start()
-        try:
-            seen = []
-            for line in proc.stderr:
-                seen.append(line)
-                if f"paused at {point}" in line:
-                    break
-            assert any(f"paused at {point}" in s for s in seen), "".join(seen)
-            os.kill(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=30)
-        finally:
-            watchdog.cancel()
-            proc.stdout.close()
-            proc.stderr.close()
-        assert proc.returncode == -signal.SIGKILL
+        kill_paused([*args, "--registry", reg_path], point)
 
     register(reg_path, built["a"])
     for point in PAUSE_POINTS:
