@@ -18,7 +18,7 @@ COPY registry ./registry
 COPY cli ./cli
 COPY datasets ./datasets
 RUN pip install --no-deps .
-RUN pip install -c constraints.txt onnxruntime numpy pandas pyarrow click sqlalchemy fastapi uvicorn
+RUN pip install -c constraints.txt onnxruntime numpy pandas pyarrow click sqlalchemy fastapi uvicorn uvloop httptools
 RUN useradd --create-home --uid 10001 anomtune
 
 # The mounted workspace holds the registry; inside the container the server

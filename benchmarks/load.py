@@ -32,8 +32,6 @@ failed or the bound was exceeded.
 
     python benchmarks/load.py ../shared/datasets
     python benchmarks/load.py ../shared/datasets --dataset pendigits --rounds 3
-    python benchmarks/load.py ../shared/datasets --out benchmarks/results/load_serve_extra.csv
-        # after pip install "anomtune[serve]" (uvloop, httptools)
 
 Writes ``benchmarks/results/load.csv`` (one row per round and phase).
 """
@@ -307,7 +305,7 @@ def main(argv: list[str] | None = None) -> int:
     import anomtune
     from anomtune.scoring import load_scorer
 
-    # uvicorn picks uvloop and httptools when they are installed (the serve extra).
+    # uvicorn picks uvloop and httptools when they are installed (anomtune depends on both).
     loop = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"
     parser_name = "httptools" if importlib.util.find_spec("httptools") else "h11"
     phases = [
