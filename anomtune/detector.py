@@ -19,6 +19,7 @@ from anomtune import losses
 from anomtune.errors import ConfigError
 from anomtune.models import (
     ACTIVATIONS,
+    ManualBackprop,
     MLPAutoencoder,
     ReconstructionScorer,
     VariationalAutoencoder,
@@ -398,8 +399,10 @@ class AutoencoderDetector(OutlierMixin, BaseEstimator):
                 momentum=self.momentum,
             )
 
+            manual = self._manual_backprop(net)
+
             def batch_loss(xb):
-                return self._batch_loss(net, xb, generator)
+                return self._batch_loss(net, xb, generator, manual)
 
             def holdout_loss():
                 with torch.no_grad():
@@ -451,7 +454,31 @@ class AutoencoderDetector(OutlierMixin, BaseEstimator):
             return VariationalAutoencoder(n_features, hidden, latent, beta=self.beta, **common)
         return MLPAutoencoder(n_features, hidden, latent, **common)
 
-    def _batch_loss(self, net, xb: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    def _manual_backprop(self, net) -> ManualBackprop | None:
+        """The hand-written training step, for the networks and losses it covers."""
+        if self.variant in ("ae", "denoising"):
+            l1_weight = 0.0
+        elif self.variant == "sparse" and self.sparsity == "l1":
+            l1_weight = float(self.sparsity_weight)
+        else:
+            return None
+        return ManualBackprop.for_network(
+            net, output_activation=self.output_activation, l1_weight=l1_weight
+        )
+
+    def _batch_loss(
+        self,
+        net,
+        xb: torch.Tensor,
+        generator: torch.Generator,
+        manual: ManualBackprop | None = None,
+    ):
+        """The batch's loss: a tensor, or the hand-written step's pending loss."""
+        if manual is not None:
+            inputs = xb
+            if self.variant == "denoising":
+                inputs = losses.corrupt(xb, self.noise, self.noise_level, generator)
+            return manual.loss(inputs, xb)
         kind = "bce" if self.output_activation == "sigmoid" else "mse"
         if self.variant == "vae":
             recon, mu, logvar = net(xb, generator)

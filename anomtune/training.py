@@ -266,7 +266,9 @@ def run_epochs(
 ) -> TrainResult:
     """Train ``net`` on the rows of ``X`` for up to ``epochs`` epochs.
 
-    ``batch_loss(xb)`` returns the scalar loss of a batch. ``holdout_loss()``,
+    ``batch_loss(xb)`` returns the scalar loss of a batch: a tensor, or any
+    object with the tensor's ``item()`` and ``backward()`` (the hand-written
+    step of :mod:`anomtune.models.backprop`). ``holdout_loss()``,
     if given, is evaluated after each epoch for early stopping: training stops
     after ``patience`` epochs without improvement and the best weights are
     restored. ``on_epoch_end(epoch)`` (1-based) may return True to stop, or

@@ -1,6 +1,7 @@
 """Torch modules: the MLP autoencoder, the VAE, and the blocks around them."""
 
 from anomtune.models.autoencoder import MLPAutoencoder
+from anomtune.models.backprop import ManualBackprop
 from anomtune.models.blocks import ACTIVATIONS, Affine, EncodeColumns, ReconstructionScorer
 from anomtune.models.vae import VariationalAutoencoder
 
@@ -9,6 +10,7 @@ __all__ = [
     "Affine",
     "EncodeColumns",
     "MLPAutoencoder",
+    "ManualBackprop",
     "ReconstructionScorer",
     "VariationalAutoencoder",
 ]
