@@ -9,7 +9,8 @@ as the forward pass, so when the optimizer's update is element-wise (Adam,
 AdamW, RMSprop, SGD) the loop keeps every parameter and gradient as a view
 into one flat buffer per parameter group and steps a copy of the optimizer on
 that buffer: a handful of tensor operations per step instead of a handful per
-parameter, with the same arithmetic on every element. The parameters get
+parameter, with the same arithmetic on every element. Adam and AdamW on the
+CPU step the buffer with torch's fused kernel, one call per step. The parameters get
 their own storage back, and the original optimizer its state, when the loop
 ends.
 """
@@ -135,6 +136,7 @@ class _FlatStepper(_Stepper):
         self.flat_optimizer: torch.optim.Optimizer | None = None
         self.per_parameter = False
         self.others: list[torch.Tensor] = []
+        self.fused_step: Callable[[], None] | None = None
 
     @staticmethod
     def eligible(optimizer: torch.optim.Optimizer) -> bool:
@@ -176,6 +178,8 @@ class _FlatStepper(_Stepper):
             self._flatten()
         if self.flat_optimizer is None:
             self.optimizer.step()
+        elif self.fused_step is not None:
+            self.fused_step()
         else:
             self.flat_optimizer.step()
 
@@ -213,6 +217,7 @@ class _FlatStepper(_Stepper):
         accepted = inspect.signature(cls.__init__).parameters
         defaults = {k: v for k, v in self.optimizer.defaults.items() if k in accepted}
         self.flat_optimizer = cls(new_groups, **defaults)
+        self.fused_step = _fused_adam_step(self.flat_optimizer)
         covered = {id(p) for p in params}
         self.others = [p for p in self.net.parameters() if id(p) not in covered]
 
@@ -240,7 +245,60 @@ class _FlatStepper(_Stepper):
                     }
                 offset += size
         self.flat_optimizer = None
+        self.fused_step = None
         self.flat, self.grads, self.others = [], [], []
+
+
+def _fused_adam_step(optimizer: torch.optim.Optimizer) -> Callable[[], None] | None:
+    """One call of torch's fused Adam (AdamW) kernel per flat buffer, or None.
+
+    ``optimizer.step()`` spends far longer in Python than in arithmetic on a
+    buffer of a few thousand weights; the fused kernel does the whole update
+    in one pass. The state lives in ``optimizer.state`` as Adam keeps it
+    (``step``, ``exp_avg``, ``exp_avg_sq``), so releasing the buffers hands it
+    back unchanged.
+    """
+    kernels = {torch.optim.Adam: "_fused_adam_", torch.optim.AdamW: "_fused_adamw_"}
+    kernel = getattr(torch, kernels.get(type(optimizer), ""), None)
+    if kernel is None:
+        return None
+    calls = []
+    for group in optimizer.param_groups:
+        (param,) = group["params"]
+        if (
+            param.device.type != "cpu"
+            or param.dtype not in (torch.float32, torch.float64)
+            or isinstance(group["lr"], torch.Tensor)
+            or any(group.get(k) for k in ("amsgrad", "maximize", "capturable", "differentiable"))
+        ):
+            return None
+        state = optimizer.state[param]
+        state["step"] = torch.zeros((), dtype=torch.float32)
+        state["exp_avg"] = torch.zeros_like(param, memory_format=torch.preserve_format)
+        state["exp_avg_sq"] = torch.zeros_like(param, memory_format=torch.preserve_format)
+        calls.append((group, param, state))
+
+    def step() -> None:
+        for group, param, state in calls:
+            state["step"].add_(1)
+            beta1, beta2 = group["betas"]
+            kernel(
+                [param],
+                [param.grad],
+                [state["exp_avg"]],
+                [state["exp_avg_sq"]],
+                [],
+                [state["step"]],
+                amsgrad=False,
+                lr=float(group["lr"]),
+                beta1=beta1,
+                beta2=beta2,
+                weight_decay=group["weight_decay"],
+                eps=group["eps"],
+                maximize=False,
+            )
+
+    return step
 
 
 def _slice_state(value, flat: torch.Tensor, offset: int, size: int, p: torch.Tensor):
