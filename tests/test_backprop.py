@@ -130,3 +130,19 @@ def test_fit_matches_the_autograd_fit(params, monkeypatch):
     np.testing.assert_allclose(fast.score_samples(X), slow.score_samples(X), rtol=1e-5)
     assert fast.n_epochs_ == slow.n_epochs_
     np.testing.assert_allclose(fast.loss_curve_, slow.loss_curve_, rtol=1e-5)
+
+
+def test_dropout_keeps_the_right_share_and_scale():
+    from anomtune.models.blocks import Dropout
+
+    torch.manual_seed(0)
+    layer = Dropout(0.25)
+    x = torch.ones(400, 500)
+    out = layer(x)
+    kept = out != 0
+    assert abs(kept.float().mean().item() - 0.75) < 0.005
+    assert torch.allclose(out[kept], torch.full_like(out[kept], 1 / 0.75))
+    layer.eval()
+    assert layer(x) is x
+    assert torch.count_nonzero(Dropout(1.0)(x)) == 0
+    assert Dropout(0.0)(x) is x

@@ -4,12 +4,11 @@ With the small networks of tabular anomaly detection, a training step is
 dozens of tiny tensor operations, and autograd's bookkeeping (recording the
 graph, allocating and accumulating gradients) costs as much as the arithmetic.
 :class:`ManualBackprop` runs the forward pass with the same torch kernels the
-modules call (``addmm``, ``native_batch_norm``, the activation, dropout as
-``bernoulli_`` noise) and the backward pass with their backward kernels,
-writing each gradient straight into the parameter's ``.grad``. Random draws
-(dropout noise) are taken in the same order and from the same generator as
-the modules take them, so a step gives the values autograd gives, up to float
-rounding.
+modules call (``addmm``, ``native_batch_norm``, the activation, the dropout
+noise) and the backward pass with their backward kernels, writing each
+gradient straight into the parameter's ``.grad``. Random draws (dropout
+noise) are taken in the same order and from the same generator as the modules
+take them, so a step gives the values autograd gives, up to float rounding.
 
 It covers the networks and losses that make up most of a search: an
 :class:`~anomtune.models.autoencoder.MLPAutoencoder` with an identity output
@@ -29,6 +28,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from anomtune.models.autoencoder import MLPAutoencoder
+from anomtune.models.blocks import Dropout, dropout_noise
 
 __all__ = ["ManualBackprop"]
 
@@ -41,7 +41,7 @@ class _Layer:
     linear: nn.Linear
     norm: nn.BatchNorm1d | None
     activation: nn.Module | None
-    dropout: nn.Dropout | None
+    dropout: Dropout | None
 
 
 def _activate(module: nn.Module, h: torch.Tensor) -> torch.Tensor:
@@ -94,7 +94,7 @@ def _layers(sequential: nn.Sequential) -> list[_Layer] | None:
         if i < len(modules) and type(modules[i]) in _ACTIVATIONS:
             activation = modules[i]
             i += 1
-        if i < len(modules) and type(modules[i]) is nn.Dropout:
+        if i < len(modules) and type(modules[i]) is Dropout:
             dropout = modules[i]
             i += 1
         if norm is not None and activation is None:
@@ -144,10 +144,7 @@ class ManualBackprop:
                     h = _activate(layer.activation, h)
                     record[4] = h
                 if layer.dropout is not None and layer.dropout.training and layer.dropout.p > 0:
-                    # What F.dropout does on the CPU, so the draws are the same.
-                    keep = 1 - layer.dropout.p
-                    noise = torch.empty_like(h).bernoulli_(keep)
-                    noise.div_(keep)
+                    noise = dropout_noise(h, layer.dropout.p)
                     h = h * noise
                     record[5] = noise
                 saved.append(record)
