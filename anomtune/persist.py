@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 
@@ -131,8 +132,18 @@ def write_bytes_atomic(path: str | Path, data: bytes) -> None:
 
 
 def replace_dir(staged: Path, target: Path) -> None:
-    """Move a fully written folder into place, replacing an older one."""
-    target = Path(target)
+    """Move a fully written folder into place, replacing an older one.
+
+    On Linux the two folders swap places in one atomic rename
+    (``renameat2`` with ``RENAME_EXCHANGE``), so ``target`` always names a
+    complete folder, the old one or the new one, even if the process dies
+    in between. Elsewhere, or on a file system without the exchange, the old
+    folder is first renamed aside (``.NAME.old-PID``) and removed afterwards.
+    """
+    staged, target = Path(staged), Path(target)
+    if target.exists() and _exchange(staged, target):
+        shutil.rmtree(staged, ignore_errors=True)
+        return
     old = None
     if target.exists():
         old = target.with_name(f".{target.name}.old-{os.getpid()}")
@@ -140,6 +151,28 @@ def replace_dir(staged: Path, target: Path) -> None:
     os.replace(staged, target)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+
+
+_RENAME_EXCHANGE = 2
+_AT_FDCWD = -100
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Atomically swap two paths with ``renameat2``; False where unsupported."""
+    if not sys.platform.startswith("linux"):
+        return False
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    c_int, c_path = ctypes.c_int, ctypes.c_char_p
+    renameat2.argtypes = [c_int, c_path, c_int, c_path, ctypes.c_uint]
+    renameat2.restype = ctypes.c_int
+    result = renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE)
+    return result == 0
 
 
 def _json_default(value):
