@@ -262,8 +262,10 @@ def promote(
     if holder == candidate.version:
         return Promotion(name, alias, candidate.version, holder, None, None)
     result = None
+    # The file must still be the one registered: an alias never moves to a
+    # model that would be refused on load.
+    blob, _ = registry.load(candidate.ref)
     if gate is not None:
-        blob, _ = registry.load(candidate.ref)
         models = {candidate.ref: blob}
         holder_ref = f"{name}/{holder}" if holder is not None else None
         if holder_ref is not None:

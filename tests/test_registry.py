@@ -551,6 +551,13 @@ def test_tampered_file_is_refused_and_reported(built, reg_path):
     assert "PROBLEM m/1: sha256 mismatch" in out
     assert "n/1" not in out
     assert "1 problem" in err
+    # No alias moves to a tampered model, gate or no gate.
+    out, err = refused(
+        "registry", "promote", "m", "1", "--alias", "champion", "--registry", reg_path
+    )
+    assert "does not match its recorded sha256" in err
+    history = json.loads(ok("registry", "history", "m", "--registry", reg_path, "--json"))
+    assert history == []
 
     path.unlink()
     with pytest.raises(IntegrityError, match="is missing"):
