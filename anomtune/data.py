@@ -641,7 +641,12 @@ def _require_both_classes(labels: np.ndarray, what: str = "the label column") ->
 
 
 def split_rows(
-    labels: np.ndarray, *, seed: int = 0, val_size: float = 0.2, test_size: float = 0.2
+    labels: np.ndarray,
+    *,
+    seed: int = 0,
+    val_size: float = 0.2,
+    test_size: float = 0.2,
+    what: str = "the label column",
 ) -> Split:
     """Stratified train/validation/test split.
 
@@ -661,7 +666,7 @@ def split_rows(
         )
     if not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**32:
         raise ConfigError(f"the split seed must be an integer in [0, 2**32 - 1], not {seed!r}")
-    _require_both_classes(labels)
+    _require_both_classes(labels, what)
     n_pos = int(labels.sum())
     n_neg = len(labels) - n_pos
     too_few = (

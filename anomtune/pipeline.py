@@ -54,7 +54,12 @@ def prepare(
     if table.labels is None:
         split = split_unlabeled(table.n_rows, seed=seed, val_size=val_size, test_size=test_size)
     else:
-        split = split_rows(table.labels, seed=seed, val_size=val_size, test_size=test_size)
+        what = f"label column {table.schema.label!r}"
+        if table.source:
+            what += f" of {table.source}"
+        split = split_rows(
+            table.labels, seed=seed, val_size=val_size, test_size=test_size, what=what
+        )
     train = training_rows(split.train, table.labels, train_on)
     pre = Preprocessor(table.schema, max_categories=max_categories)
     pre.fit(table.features.iloc[train])

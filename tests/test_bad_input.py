@@ -265,7 +265,7 @@ CASES = [
     Case(
         "csv-one-class",
         tune_csv(HEADER + rows_text(label=0)),
-        r"label column has only one class \(40 normal rows\)",
+        r"label column 'is_anomaly' of .*bad\.csv has only one class \(40 normal rows\)",
     ),
     Case(
         "csv-label-missing-value",
