@@ -158,6 +158,7 @@ class TuneResult:
     summary: dict
     out: Path | None
     interrupted: bool = False
+    worker_failures: list[dict] = field(default_factory=list)
 
 
 # -- storage and study ------------------------------------------------------
@@ -687,6 +688,7 @@ def run_study(
             logger.warning("every grid combination has already run")
     objective = Objective(config, prepared, space)
     interrupted = False
+    worker_failures: list[dict] = []
     progress = _Progress(study, before, n_trials, started, on_progress)
     try:
         if config.workers == 1 or n_trials <= 1:
@@ -706,7 +708,10 @@ def run_study(
                     gc_after_trial=False,
                 )
         else:
-            _run_workers(config, n_trials, progress)
+            worker_failures = _run_workers(config, n_trials, progress)
+            if worker_failures:
+                # Their running trials would stay RUNNING in a journal file.
+                fail_orphaned_trials(study)
     except KeyboardInterrupt:
         interrupted = True
         logger.warning("interrupted: finishing with the trials completed so far")
@@ -727,11 +732,13 @@ def run_study(
         interrupted,
         argv,
     )
+    if config.workers > 1:
+        summary["workers"] = {"count": config.workers, "failed": worker_failures}
     try:
         _write_run(out, study, summary, objective)
     except OSError as exc:
         raise ConfigError(f"cannot write the run folder {out}: {exc.strerror or exc}") from exc
-    return TuneResult(summary, out, interrupted)
+    return TuneResult(summary, out, interrupted, worker_failures)
 
 
 def _check_out_folder(out: Path) -> None:
@@ -747,7 +754,8 @@ def _check_out_folder(out: Path) -> None:
         raise ConfigError(f"--out {out}: cannot write in {parent}")
 
 
-def _run_workers(config: TuneConfig, n_trials: int, progress: _Progress) -> None:
+def _run_workers(config: TuneConfig, n_trials: int, progress: _Progress) -> list[dict]:
+    """Run the worker processes; the ones that exited with an error, with their codes."""
     ctx = multiprocessing.get_context("spawn")
     share = [
         n_trials // config.workers + (i < n_trials % config.workers) for i in range(config.workers)
@@ -777,9 +785,11 @@ def _run_workers(config: TuneConfig, n_trials: int, progress: _Progress) -> None
                 p.terminate()
                 p.join()
     progress.poll()
-    bad = [p.exitcode for p in procs if p.exitcode not in (0, None)]
-    if bad:
-        logger.warning("%d worker process(es) exited with an error", len(bad))
+    return [
+        {"worker": index, "exit_code": p.exitcode}
+        for index, p in enumerate(procs)
+        if p.exitcode not in (0, None)
+    ]
 
 
 class _Progress:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import signal
 import sys
 from pathlib import Path
 
@@ -298,6 +299,27 @@ def tune_command(
             click.echo(f"report: {report}")
     if result.interrupted:
         raise click.exceptions.Exit(130)
+    if result.worker_failures:
+        died = ", ".join(
+            f"worker {f['worker'] + 1} ({_exit_text(f['exit_code'])})"
+            for f in result.worker_failures
+        )
+        click.echo(
+            f"anomtune: error: {died} of {config.workers} ended early, so fewer than "
+            f"{config.trials} trials ran; the run folder holds the best finished trial, "
+            "and the same command again resumes the study",
+            err=True,
+        )
+        raise click.exceptions.Exit(1)
+
+
+def _exit_text(code: int) -> str:
+    if code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exit code {code}"
 
 
 def _check_report_path(path: Path, data: str) -> None:

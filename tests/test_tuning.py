@@ -255,6 +255,54 @@ def test_interrupt_keeps_finished_trials_and_resumes(workdir):
     assert resumed["study"]["trials"]["complete"] >= kept
 
 
+def _children(pid: int) -> list[int]:
+    kids = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        text = (task / "children").read_text().split()
+        kids.extend(int(k) for k in text)
+    return kids
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="needs /proc")
+def test_a_killed_worker_fails_its_trial_and_the_run_says_so(workdir):
+    (workdir / "space.toml").write_text(FAST_SPACE.replace("epochs = 6", "epochs = 300"))
+    cmd = [
+        sys.executable,
+        "-m",
+        "anomtune",
+        *tune_args("--trials", "12", "--workers", "2", "--pruner", "none", "--json"),
+    ]
+    proc = subprocess.Popen(
+        cmd, cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    journal = workdir / ".anomtune" / "studies.journal"
+    deadline = time.monotonic() + 120
+    victim = None
+    while time.monotonic() < deadline and victim is None:
+        time.sleep(0.3)
+        if not journal.exists():
+            continue
+        study = optuna.load_study(study_name="planted", storage=open_storage(str(journal))[0])
+        running = [t for t in study.get_trials() if t.state.name == "RUNNING"]
+        if running and any(t.state.name == "COMPLETE" for t in study.get_trials()):
+            victim = int(running[0].user_attrs["worker"].rpartition(":")[2])
+    assert victim is not None and victim in _children(proc.pid)
+    os.kill(victim, signal.SIGKILL)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 1, err
+    assert "worker" in err and "SIGKILL" in err and "resumes the study" in err
+    summary = json.loads(out)
+    assert summary == json.loads((workdir / "runs" / "planted" / "summary.json").read_text())
+    assert summary["workers"]["count"] == 2
+    assert [f["exit_code"] for f in summary["workers"]["failed"]] == [-signal.SIGKILL]
+    assert summary["study"]["trials"].get("running", 0) == 0
+    assert summary["study"]["trials"]["fail"] >= 1
+    assert summary["best"] is not None
+    trials = pd.read_csv(workdir / "runs" / "planted" / "trials.csv")
+    killed = trials[trials["state"] == "FAIL"]
+    assert killed["fail_reason"].str.contains("worker process ended").all()
+
+
 def test_enqueue_runs_given_parameters_first(workdir, capsys):
     params = {"variant": "vae", "beta": 0.7, "width": 12, "n_layers": 1}
     (workdir / "warm.json").write_text(json.dumps(params))
