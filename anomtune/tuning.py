@@ -523,6 +523,18 @@ def _load_checked(storage, name: str, attrs: dict, directions: list[str]):
     return study
 
 
+def _fail_reason(trial) -> str:
+    """Why a trial failed; empty for the others."""
+    from optuna.trial import TrialState
+
+    if trial.state != TrialState.FAIL:
+        return ""
+    return trial.user_attrs.get("fail_reason") or (
+        "no reason recorded: its worker process ended or lost the storage "
+        "(a database storage fails such a trial when its heartbeat stops)"
+    )
+
+
 def fail_orphaned_trials(study) -> int:
     """Mark as failed the running trials whose worker process on this host is gone.
 
@@ -1026,7 +1038,7 @@ def trial_rows(study) -> list[dict]:
             best_epoch=t.user_attrs.get("best_epoch"),
             duration_s=round(duration, 3) if duration is not None else None,
             seed=t.user_attrs.get("seed"),
-            fail_reason=t.user_attrs.get("fail_reason", ""),
+            fail_reason=_fail_reason(t),
         )
         for name, value in sorted(t.params.items()):
             row[f"params_{name}"] = value

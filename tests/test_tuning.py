@@ -299,7 +299,8 @@ def test_a_killed_worker_fails_its_trial_and_the_run_says_so(workdir):
     assert summary["study"]["trials"]["fail"] >= 1
     assert summary["best"] is not None
     trials = pd.read_csv(workdir / "runs" / "planted" / "trials.csv")
-    killed = trials[trials["state"] == "FAIL"]
+    killed = trials[trials["state"] == "fail"]
+    assert len(killed) >= 1
     assert killed["fail_reason"].str.contains("worker process ended").all()
 
 
@@ -430,3 +431,19 @@ def test_without_labels_tuning_falls_back_to_reconstruction_error(workdir, capsy
     trials = pd.read_csv(workdir / "runs" / "unlabeled" / "trials.csv")
     best = trials[trials["state"] == "complete"]["value"].min()
     assert summary["best"]["value"] == pytest.approx(best)
+
+
+def test_a_trial_failed_by_the_storage_gets_a_reason():
+    from anomtune.tuning import trial_rows
+
+    study = optuna.create_study()
+    study.add_trial(optuna.trial.create_trial(state=optuna.trial.TrialState.FAIL))
+    study.add_trial(
+        optuna.trial.create_trial(
+            state=optuna.trial.TrialState.FAIL, user_attrs={"fail_reason": "loss became NaN"}
+        )
+    )
+    study.add_trial(optuna.trial.create_trial(value=0.5, params={}, distributions={}))
+    reasons = [row["fail_reason"] for row in trial_rows(study)]
+    assert reasons[0].startswith("no reason recorded: its worker process ended")
+    assert reasons[1:] == ["loss became NaN", ""]
