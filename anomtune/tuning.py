@@ -62,7 +62,7 @@ logger = logging.getLogger(__name__)
 
 SAMPLERS = ("grid", "random", "tpe", "gp", "cmaes", "qmc")
 PRUNERS = ("none", "median", "sha", "hyperband")
-DEFAULT_PRUNER = "sha"
+DEFAULT_PRUNER = "median"
 METRICS = ("auc-roc", "auc-pr", "f1")
 SECONDARY = ("latency", "size")
 PATIENCE = 20
@@ -275,7 +275,7 @@ def make_pruner(name: str, *, cv: bool, epochs: int):
     if cv:
         return optuna.pruners.WilcoxonPruner(p_threshold=0.1, n_startup_steps=2)
     if name == "median":
-        return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=10)
+        return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=5)
     if name == "sha":
         return optuna.pruners.SuccessiveHalvingPruner(
             min_resource=10, reduction_factor=3, min_early_stopping_rate=0

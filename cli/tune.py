@@ -117,10 +117,11 @@ def _clock(seconds: float) -> str:
 )
 @click.option(
     "--pruner",
-    type=click.Choice(["sha", "median", "hyperband", "none"]),
-    default="sha",
+    type=click.Choice(["median", "sha", "hyperband", "none"]),
+    default="median",
     show_default=True,
-    help="Stop weak trials early: successive halving, median, Hyperband or none.",
+    help="Stop weak trials early: median (below the median of earlier trials at the "
+    "same epoch, from epoch 5 and trial 6 on), successive halving, Hyperband or none.",
 )
 @click.option("--trials", type=int, default=30, show_default=True, help="Trials to add.")
 @click.option("--timeout", type=float, help="Stop starting new trials after this many seconds.")
