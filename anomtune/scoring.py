@@ -23,6 +23,8 @@ __all__ = ["ScoreResult", "Scorer", "category_text", "encode_frame", "load_score
 # benchmarks/scoring.py measures the gain.
 SLICE_VALUES = 1 << 18
 SLICE_ROWS = 4096
+# Inputs of at least this many slices are scored on several threads at once.
+PARALLEL_SLICES = 4
 # Rows per step when a column-major matrix is copied to row-major.
 _TRANSPOSE_ROWS = 256
 
@@ -48,14 +50,18 @@ class Scorer:
 
         self.source = source
         self.info: dict = {}
+        #: Threads that score slices of a large input at the same time.
+        self.threads = max(1, int(threads))
+        self._pool = None
+        # Each session call runs on its calling thread: with several threads,
+        # large inputs are cut into slices scored side by side (onnxruntime
+        # sessions are safe to run concurrently), which for these small
+        # networks is about twice as fast on two threads as splitting each
+        # operator across threads (benchmarks/scoring.py).
         opts = ort.SessionOptions()
-        opts.intra_op_num_threads = max(1, int(threads))
+        opts.intra_op_num_threads = 1
         opts.inter_op_num_threads = 1
         opts.log_severity_level = 3
-        if opts.intra_op_num_threads > 1:
-            # An idle pool that spins keeps a core busy after each call, which
-            # slows whatever else runs on the machine (benchmarks/scoring.py).
-            opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
             self.session = ort.InferenceSession(model, opts, providers=["CPUExecutionProvider"])
         except Exception as exc:  # onnxruntime raises its own exception types
@@ -114,12 +120,16 @@ class Scorer:
     def run(self, feeds: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``(score, feature_errors, is_anomaly)`` for prepared feeds.
 
-        More than :attr:`slice_rows` rows are run in consecutive slices of
-        that many, written into arrays for the whole input: a slice's
-        activations stay in the CPU cache, which makes a large input up to
-        1.6x faster per row than one call over all of it. ``slice_rows`` is
-        4,096 for up to 64 encoded features and smaller for wider models
-        (2,048 at 100, 512 at 500).
+        More than :attr:`slice_rows` rows are run in slices of that many,
+        written into arrays for the whole input: a slice's activations stay
+        in the CPU cache, which makes a large input up to 1.6x faster per row
+        than one call over all of it. ``slice_rows`` is 4,096 for up to 64
+        encoded features and smaller for wider models (2,048 at 100, 512 at
+        500). With :attr:`threads` above one and at least
+        ``PARALLEL_SLICES`` slices, the threads score the slices side by side
+        (with fewer, handing them out cost more than it saved, and cutting
+        an input of one slice smaller was slower than one call:
+        benchmarks/scoring.py).
         """
         n = len(feeds["numeric"])
         step = max(1, int(self.slice_rows))
@@ -129,11 +139,27 @@ class Scorer:
         score = np.empty(n, dtype=np.float32)
         errors = np.empty((n, len(self.feature_names)), dtype=np.float32)
         label = np.empty(n, dtype=bool)
-        for start in range(0, n, step):
+
+        def run_slice(start: int) -> None:
             stop = start + step
             part = {name: value[start:stop] for name, value in feeds.items()}
             score[start:stop], errors[start:stop], label[start:stop] = self.session.run(None, part)
+
+        starts = range(0, n, step)
+        if self.threads == 1 or len(starts) < PARALLEL_SLICES:
+            for start in starts:
+                run_slice(start)
+        else:
+            # list() waits for every slice and re-raises the first error.
+            list(self._slice_pool().map(run_slice, starts))
         return score, errors, label
+
+    def _slice_pool(self):
+        if self._pool is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="anomtune-score")
+        return self._pool
 
 
 def slice_rows(width: int) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 
 import numpy as np
 import onnx
@@ -280,12 +281,20 @@ def test_scorer_runs_large_inputs_in_slices_with_the_same_answers(interleaved_mo
         np.testing.assert_allclose(result.feature_errors, whole[1], rtol=1e-6, atol=1e-9)
         np.testing.assert_array_equal(result.is_anomaly, whole[2])
         assert result.is_anomaly.dtype == bool and result.score.shape == (250,)
-    # More than one thread: the pool does not spin between calls.
-    key = "session.intra_op.allow_spinning"
-    options = load_scorer(data, threads=2).session.get_session_options()
-    assert options.get_session_config_entry(key) == "0"
-    with pytest.raises(RuntimeError, match="does not have configuration"):
-        scorer.session.get_session_options().get_session_config_entry(key)
+    # More than one thread: the slices scored side by side, each session call on
+    # one thread, with the same answers.
+    two = load_scorer(data, threads=2)
+    assert two.threads == 2
+    assert two.session.get_session_options().intra_op_num_threads == 1
+    big = pd.concat([features] * 8, ignore_index=True)  # 2,000 rows
+    expected = scorer.session.run(None, scorer.feeds(big))
+    for rows in (4096, 1000, 300, 7):
+        two.slice_rows = rows
+        result = two.score(big)
+        np.testing.assert_allclose(result.score, expected[0], rtol=1e-6, atol=1e-9)
+        np.testing.assert_allclose(result.feature_errors, expected[1], rtol=1e-6, atol=1e-9)
+        np.testing.assert_array_equal(result.is_anomaly, expected[2])
+    assert {t.name.split("_")[0] for t in threading.enumerate()} >= {"anomtune-score"}
 
 
 def _column_by_column(frame: pd.DataFrame, names: list[str]) -> np.ndarray:
