@@ -185,7 +185,10 @@ def open_storage(storage: str | None, workspace: str | Path = ".anomtune"):
         raise ConfigError(f"storage {storage!r} is a folder; give a journal file path or a URL")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        backend = JournalFileBackend(str(path))
+        # An absolute path: the lock is a symlink to the journal, and with a
+        # relative target a lock left by a killed process would resolve to
+        # nothing, so it would never be taken over after its grace period.
+        backend = JournalFileBackend(str(path.resolve()))
         return optuna.storages.JournalStorage(backend), str(path)
     except OSError as exc:
         raise ConfigError(f"cannot open journal storage {storage!r}: {exc.strerror}") from exc

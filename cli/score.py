@@ -58,7 +58,13 @@ class _Rate:
 @click.option("--label", metavar="COLUMN", help="Label column for --evaluate/--threshold-at-fpr.")
 @click.option("--evaluate", is_flag=True, help="Report AUC-ROC, AUC-PR and F1 against --label.")
 @click.option("--sep", default=",", show_default=True, help="CSV field separator.")
-@click.option("--threads", type=int, default=2, show_default=True, help="onnxruntime threads.")
+@click.option(
+    "--threads",
+    type=int,
+    default=2,
+    show_default=True,
+    help="Threads that score slices of the input side by side.",
+)
 @click.option("--registry", metavar="PATH|URL", help="Model registry (default: ANOMTUNE_REGISTRY).")
 @click.option(
     "--registry-files",

@@ -26,7 +26,7 @@ __all__ = ["serve_command"]
     default=1,
     show_default=True,
     type=click.IntRange(min=1),
-    help="onnxruntime threads per request (intra-op).",
+    help="Threads that score the slices of a large request side by side.",
 )
 @click.option(
     "--token",
