@@ -10,9 +10,9 @@ AdamW, RMSprop, SGD) the loop keeps every parameter and gradient as a view
 into one flat buffer per parameter group and steps a copy of the optimizer on
 that buffer: a handful of tensor operations per step instead of a handful per
 parameter, with the same arithmetic on every element. Adam and AdamW on the
-CPU step the buffer with torch's fused kernel, one call per step. The parameters get
-their own storage back, and the original optimizer its state, when the loop
-ends.
+CPU step the buffer with torch's fused kernel, one call per step. The
+parameters get their own storage back, and the original optimizer its state,
+when the loop ends.
 """
 
 from __future__ import annotations
