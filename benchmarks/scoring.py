@@ -53,7 +53,8 @@ timed calls) so that a busy spell of the machine hits all of them.
     python benchmarks/scoring.py
     python benchmarks/scoring.py --features 32 --threads 1 --calls 500
     python benchmarks/scoring.py --features 100 --threads 2 --busy 1 --out busy.csv
-    python benchmarks/scoring.py ../shared/datasets --part csv   # scoring_csv.py
+    python benchmarks/scoring.py ../shared/datasets --part csv      # scoring_csv.py
+    python benchmarks/scoring.py ../shared/datasets --part server   # load.py
 
 ``--busy N`` keeps N cores busy (one Python busy loop per process) while
 measuring: scoring on cores it shares, as a server does with its own
@@ -316,23 +317,30 @@ def speedups(stats: dict) -> list[str]:
     ]
 
 
-def main(argv: list[str] | None = None) -> int:
-    # --part csv hands the other arguments to benchmarks/scoring_csv.py.
-    part = argparse.ArgumentParser(add_help=False)
-    part.add_argument("--part", choices=("model", "csv"), default="model")
-    chosen, rest = part.parse_known_args(argv)
-    if chosen.part == "csv":
-        sys.path.insert(0, str(Path(__file__).resolve().parent))
-        from scoring_csv import main as csv_main
+PARTS = ("model", "csv", "server")
 
-        return csv_main(rest)
+
+def main(argv: list[str] | None = None) -> int:
+    # --part csv and --part server hand the other arguments to
+    # benchmarks/scoring_csv.py and benchmarks/load.py.
+    part = argparse.ArgumentParser(add_help=False)
+    part.add_argument("--part", choices=PARTS, default="model")
+    chosen, rest = part.parse_known_args(argv)
+    if chosen.part != "model":
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        if chosen.part == "csv":
+            from scoring_csv import main as other_main
+        else:
+            from load import main as other_main
+        return other_main(rest)
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
         "--part",
-        choices=("model", "csv"),
+        choices=PARTS,
         default="model",
         help="model: this benchmark; csv: anomtune score end to end on a file "
-        "(benchmarks/scoring_csv.py, which takes the other arguments)",
+        "(benchmarks/scoring_csv.py); server: anomtune serve's latency and load test "
+        "(benchmarks/load.py); those two take the other arguments",
     )
     parser.add_argument("--features", nargs="+", type=int, default=[20, 100, 500])
     parser.add_argument("--threads", nargs="+", type=int, default=[1, 2])
