@@ -37,6 +37,17 @@ _ACTIVATIONS = (nn.ReLU, nn.LeakyReLU, nn.ELU, nn.GELU, nn.Tanh, nn.Sigmoid)
 
 
 @dataclass
+class _Saved:
+    """What one layer's backward pass needs from its forward pass."""
+
+    inputs: torch.Tensor
+    norm: tuple | None = None  # (pre-norm values, batch mean, inverse std)
+    pre: torch.Tensor | None = None  # the activation's input
+    post: torch.Tensor | None = None  # the activation's output
+    noise: torch.Tensor | None = None  # the scaled dropout mask
+
+
+@dataclass
 class _Layer:
     linear: nn.Linear
     norm: nn.BatchNorm1d | None
@@ -136,17 +147,16 @@ class ManualBackprop:
             code = None
             for index, layer in enumerate(self.layers):
                 h = torch.addmm(layer.linear.bias, a, layer.linear.weight.t())
-                record = [a, h, None, None, None, None]
+                record = _Saved(a)
                 if layer.norm is not None:
                     h = self._batch_norm(layer.norm, h, record)
                 if layer.activation is not None:
-                    record[3] = h
+                    record.pre = h
                     h = _activate(layer.activation, h)
-                    record[4] = h
+                    record.post = h
                 if layer.dropout is not None and layer.dropout.training and layer.dropout.p > 0:
-                    noise = dropout_noise(h, layer.dropout.p)
-                    h = h * noise
-                    record[5] = noise
+                    record.noise = dropout_noise(h, layer.dropout.p)
+                    h = h * record.noise
                 saved.append(record)
                 a = h
                 if index == self.n_encoder - 1:
@@ -158,7 +168,7 @@ class ManualBackprop:
         return _PendingLoss(self, loss, diff, code, saved)
 
     @staticmethod
-    def _batch_norm(norm: nn.BatchNorm1d, h: torch.Tensor, record: list) -> torch.Tensor:
+    def _batch_norm(norm: nn.BatchNorm1d, h: torch.Tensor, record: _Saved) -> torch.Tensor:
         # What BatchNorm1d.forward does: batch statistics in training mode
         # (the training loop puts it in eval mode for a single row).
         factor = 0.0
@@ -177,22 +187,22 @@ class ManualBackprop:
             factor,
             norm.eps,
         )
-        record[2] = (h, mean, invstd)
+        record.norm = (h, mean, invstd)
         return out
 
-    def backward(self, diff: torch.Tensor, code: torch.Tensor | None, saved: list) -> None:
+    def backward(self, diff: torch.Tensor, code: torch.Tensor | None, saved: list[_Saved]) -> None:
         with torch.no_grad():
             grad = diff.mul(2.0 / diff.numel())
             for index in range(len(self.layers) - 1, -1, -1):
                 layer = self.layers[index]
-                ain, _, norm_saved, pre, post, noise = saved[index]
-                if noise is not None:
-                    grad = grad * noise
+                record = saved[index]
+                if record.noise is not None:
+                    grad = grad * record.noise
                 if layer.activation is not None:
-                    grad = _activation_backward(layer.activation, grad, pre, post)
+                    grad = _activation_backward(layer.activation, grad, record.pre, record.post)
                 if layer.norm is not None:
                     norm = layer.norm
-                    h, mean, invstd = norm_saved
+                    h, mean, invstd = record.norm
                     grad, g_weight, g_bias = _aten.native_batch_norm_backward(
                         grad,
                         h,
@@ -208,7 +218,7 @@ class ManualBackprop:
                     _store(norm.weight, g_weight)
                     _store(norm.bias, g_bias)
                 linear = layer.linear
-                _mm_into(linear.weight, grad.t(), ain)
+                _mm_into(linear.weight, grad.t(), record.inputs)
                 _sum_into(linear.bias, grad)
                 if index > 0:
                     grad = torch.mm(grad, linear.weight)
