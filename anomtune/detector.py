@@ -17,6 +17,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 
 from anomtune import losses
 from anomtune.errors import ConfigError
+from anomtune.metrics import quantile_threshold
 from anomtune.models import (
     ACTIVATIONS,
     ManualBackprop,
@@ -433,7 +434,7 @@ class AutoencoderDetector(OutlierMixin, BaseEstimator):
         train_scores = self.anomaly_score(X)
         if np.isfinite(train_scores).all():
             self.set_threshold(
-                float(np.quantile(train_scores, 1.0 - self.contamination)),
+                quantile_threshold(train_scores, self.contamination),
                 rule=f"training-score quantile at contamination={self.contamination}",
             )
         else:

@@ -11,7 +11,7 @@ import numpy as np
 
 from anomtune.errors import DataError
 
-__all__ = ["auc_pr", "auc_roc", "best_f1_threshold", "evaluate", "f1_at"]
+__all__ = ["auc_pr", "auc_roc", "best_f1_threshold", "evaluate", "f1_at", "quantile_threshold"]
 
 
 def _pair(labels, scores) -> tuple[np.ndarray, np.ndarray]:
@@ -105,13 +105,36 @@ def best_f1_threshold(labels, scores) -> tuple[float, float]:
     cut = idx[k]
     lowest_flagged = s[cut]
     below = s[cut + 1] if cut + 1 < len(s) else lowest_flagged - max(abs(lowest_flagged), 1.0)
+    return _midway(below, lowest_flagged), float(f1[k])
+
+
+def quantile_threshold(scores, contamination: float) -> float:
+    """The threshold that flags the ``contamination`` share of ``scores`` above it.
+
+    Rows scoring above the ``1 - contamination`` quantile are the flagged
+    ones; the returned threshold flags the same rows but lies halfway between
+    the highest score not flagged and the lowest flagged, never on a score,
+    so tied scores and small shifts in scores (another runtime, float32) do
+    not flip the boundary rows.
+    """
+    scores = np.asarray(scores, dtype=np.float64).ravel()
+    if scores.size == 0 or not np.isfinite(scores).all():
+        raise DataError("a threshold needs finite scores")
+    q = float(np.quantile(scores, 1.0 - contamination))
+    distinct = np.unique(scores)
+    i = int(np.searchsorted(distinct, q, side="right"))
+    below = float(distinct[i - 1]) if i > 0 else q
+    above = float(distinct[i]) if i < distinct.size else below + max(abs(below), 1.0)
+    return _midway(below, above)
+
+
+def _midway(below: float, above: float) -> float:
+    """A float with ``below <= t < above``, halfway between them where one exists."""
     # Halving first cannot overflow; between two adjacent floats the midpoint
     # rounds onto one of them, and only ``below`` keeps "score > threshold"
-    # flagging exactly the chosen rows.
-    threshold = lowest_flagged / 2.0 + below / 2.0
-    if not below <= threshold < lowest_flagged:
-        threshold = below
-    return float(threshold), float(f1[k])
+    # flagging exactly the rows at or above ``above``.
+    t = below / 2.0 + above / 2.0
+    return float(t) if below <= t < above else float(below)
 
 
 def evaluate(labels, scores, threshold: float | None = None) -> dict:

@@ -339,3 +339,22 @@ def test_encode_frame_reads_numeric_dtypes_in_one_block():
         encode_frame(frame.assign(f32=frame["f32"].where(frame.index != 10, np.inf)), names, [])
     with pytest.raises(DataError, match=r"column 'f64' has an infinite or out-of-range .* row 2"):
         encode_frame(frame.assign(f64=frame["f64"].where(frame.index != 1, 1e300)), names, [])
+
+
+def test_all_categorical_data_with_tied_scores_exports_without_label_flips():
+    # Few distinct rows, so many training scores tie at the contamination quantile.
+    rng = np.random.default_rng(4)
+    frame = pd.DataFrame(
+        {
+            "color": rng.choice(["red", "green", "blue"], size=400),
+            "size": rng.choice(["s", "m"], size=400),
+        }
+    )
+    detector, pre, features = _fitted(frame, ["color", "size"], epochs=3)
+    train_scores = detector.anomaly_score(pre.transform(features))
+    assert len(np.unique(train_scores)) <= 6
+    assert not np.any(train_scores == detector.threshold_)
+    data, report = export_model(detector, pre, features)
+    assert report.passed and report.label_flips == 0
+    labels = load_scorer(data).score(features).is_anomaly
+    np.testing.assert_array_equal(labels.astype(bool), train_scores > detector.threshold_)

@@ -7,7 +7,14 @@ import pytest
 from sklearn.metrics import average_precision_score, f1_score, roc_auc_score
 
 from anomtune.errors import DataError
-from anomtune.metrics import auc_pr, auc_roc, best_f1_threshold, evaluate, f1_at
+from anomtune.metrics import (
+    auc_pr,
+    auc_roc,
+    best_f1_threshold,
+    evaluate,
+    f1_at,
+    quantile_threshold,
+)
 
 
 def random_case(seed: int, n: int = 300, levels: int | None = 25):
@@ -97,6 +104,35 @@ def test_best_f1_prefers_the_higher_threshold_on_ties_in_f1():
     threshold, f1 = best_f1_threshold(y, scores)
     assert f1 == pytest.approx(2 / 3)
     assert 3.0 < threshold < 4.0
+
+
+@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("levels", [None, 3, 25])
+@pytest.mark.parametrize("contamination", [0.01, 0.1, 0.25, 0.5])
+def test_quantile_threshold_flags_the_rows_above_the_quantile(seed, levels, contamination):
+    _, scores = random_case(seed, levels=levels)
+    threshold = quantile_threshold(scores, contamination)
+    q = np.quantile(scores, 1 - contamination)
+    np.testing.assert_array_equal(scores > threshold, scores > q)
+    # Never on a score: a tie at the quantile cannot flip under a small shift.
+    gap = np.min(np.abs(scores - threshold))
+    assert gap > 0
+    if levels is not None:
+        assert gap >= 0.5 * np.min(np.diff(np.unique(scores))) * (1 - 1e-12)
+
+
+def test_quantile_threshold_on_all_equal_and_adjacent_scores():
+    equal = np.full(10, 2.5)
+    t = quantile_threshold(equal, 0.1)
+    assert t > 2.5 and not np.any(equal > t)
+    below = np.nextafter(1.0, 0.0)
+    for contamination in (0.2, 0.4, 0.5):
+        scores = np.array([0.0, below, below, 1.0, 1.0])
+        t = quantile_threshold(scores, contamination)
+        np.testing.assert_array_equal(scores > t, scores > np.quantile(scores, 1 - contamination))
+        assert t not in scores or t == below
+    with pytest.raises(DataError, match="finite"):
+        quantile_threshold(np.array([1.0, np.nan]), 0.1)
 
 
 def test_f1_at_counts():
