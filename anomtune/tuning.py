@@ -269,23 +269,35 @@ def make_sampler(name: str, seed: int, space: SearchSpace, n_objectives: int):
     return optuna.samplers.QMCSampler(seed=seed, scramble=True, warn_independent_sampling=False)
 
 
+def pruner_settings(name: str, *, cv: bool, epochs: int) -> dict:
+    """The Optuna pruner class and arguments that ``--pruner name`` stands for."""
+    if name == "none":
+        return {"class": "NopPruner"}
+    if cv:
+        return {"class": "WilcoxonPruner", "p_threshold": 0.1, "n_startup_steps": 2}
+    if name == "median":
+        return {"class": "MedianPruner", "n_startup_trials": 5, "n_warmup_steps": 5}
+    if name == "sha":
+        return {
+            "class": "SuccessiveHalvingPruner",
+            "min_resource": 10,
+            "reduction_factor": 3,
+            "min_early_stopping_rate": 0,
+        }
+    return {
+        "class": "HyperbandPruner",
+        "min_resource": 10,
+        "max_resource": max(epochs, 11),
+        "reduction_factor": 3,
+    }
+
+
 def make_pruner(name: str, *, cv: bool, epochs: int):
     """The Optuna pruner called ``name`` (Wilcoxon over folds with ``cv``)."""
     import optuna
 
-    if name == "none":
-        return optuna.pruners.NopPruner()
-    if cv:
-        return optuna.pruners.WilcoxonPruner(p_threshold=0.1, n_startup_steps=2)
-    if name == "median":
-        return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=5)
-    if name == "sha":
-        return optuna.pruners.SuccessiveHalvingPruner(
-            min_resource=10, reduction_factor=3, min_early_stopping_rate=0
-        )
-    return optuna.pruners.HyperbandPruner(
-        min_resource=10, max_resource=max(epochs, 11), reduction_factor=3
-    )
+    settings = dict(pruner_settings(name, cv=cv, epochs=epochs))
+    return getattr(optuna.pruners, settings.pop("class"))(**settings)
 
 
 # -- the objective ----------------------------------------------------------
@@ -910,6 +922,9 @@ def _finish(
             "pruner": "wilcoxon (folds)"
             if config.cv and config.pruner != "none"
             else config.pruner,
+            "pruner_settings": pruner_settings(
+                config.pruner, cv=bool(config.cv), epochs=_max_epochs(space)
+            ),
             "objectives": _objective_names(config, objective.labeled),
             "directions": [d.name.lower() for d in study.directions],
             "resumed": resumed,

@@ -100,6 +100,12 @@ def test_every_pruner_runs_end_to_end(workdir, capsys, pruner):
     assert code == 0, err
     summary = json.loads(out)
     assert summary["study"]["pruner"] == pruner
+    # The Optuna class and arguments are recorded with the result.
+    settings = summary["study"]["pruner_settings"]
+    expected = {"none": "NopPruner", "median": "MedianPruner", "sha": "SuccessiveHalvingPruner"}
+    assert settings["class"] == expected.get(pruner, "HyperbandPruner")
+    if pruner == "hyperband":
+        assert settings["max_resource"] == 15
     trials = pd.read_csv(workdir / "runs" / pruner / "trials.csv")
     assert len(trials) == 8
     assert set(trials["state"]) <= {"complete", "pruned"}
@@ -340,6 +346,7 @@ def test_cv_uses_folds_and_records_them(workdir, capsys):
     summary = json.loads(out)
     assert summary["cv"] == 3
     assert summary["study"]["pruner"] == "wilcoxon (folds)"
+    assert summary["study"]["pruner_settings"]["class"] == "WilcoxonPruner"
     storage, _ = open_storage(None, workdir / ".anomtune")
     study = optuna.load_study(study_name="planted", storage=storage)
     for t in study.get_trials(states=(optuna.trial.TrialState.COMPLETE,)):
