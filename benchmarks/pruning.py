@@ -16,7 +16,9 @@ the mean AUC-ROC lost and the epochs trained as a share of those of ``none``.
     python benchmarks/pruning.py ../shared/datasets --datasets cardio,thyroid --workers 2
     python benchmarks/pruning.py ../shared/datasets --report-only
 
-Rows already in the output CSV (same data set, seed and pruner) are skipped.
+Rows already in the output CSV (same data set, seed, pruner and pruner
+settings) are skipped; the tables use only rows run with the current settings
+of each pruner (``study.pruner_settings`` of the summary).
 A ``--timeout`` would give each pruner a different number of trials, so the
 comparison uses the trial budget only.
 """
@@ -25,6 +27,8 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import json
+import math
 import os
 import shlex
 import shutil
@@ -48,16 +52,20 @@ from quality import (
     versions,
 )
 
-from anomtune.tuning import DEFAULT_PRUNER, PRUNERS
+from anomtune.space import default_space
+from anomtune.tuning import DEFAULT_PRUNER, PRUNERS, pruner_settings
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_OUT = HERE / "results" / "pruning.csv"
 DATASETS = "cardio,thyroid,satellite"
 ORDER = ("none", *(p for p in PRUNERS if p != "none"))
+#: Epochs a trial may train in the default search space (Hyperband's maximum).
+EPOCHS = int(default_space(1)["epochs"].value)
 COLUMNS = [
     "dataset",
     "seed",
     "pruner",
+    "pruner_settings",
     "auc_roc",
     "auc_pr",
     "val_value",
@@ -80,15 +88,20 @@ COLUMNS = [
 ]
 
 
+def current_settings(pruner: str) -> str:
+    """The pruner's Optuna class and arguments as recorded in a row (default space)."""
+    return json.dumps(pruner_settings(pruner, cv=False, epochs=EPOCHS), sort_keys=True)
+
+
 def report(results: Results) -> None:
-    rows = results.valid()
+    valid = results.valid()
+    rows = [r for r in valid if r.get("pruner_settings") == current_settings(r["pruner"])]
     if not rows:
         print("no results yet")
         return
     by = {(r["dataset"], r["seed"], r["pruner"]): r for r in rows}
     present = [p for p in ORDER if any(r["pruner"] == p for r in rows)]
     pairs = sorted({(r["dataset"], r["seed"]) for r in rows})
-    complete = [(d, s) for d, s in pairs if all((d, s, p) in by for p in present)]
     detail = []
     for d, s in pairs:
         for p in ORDER:
@@ -123,37 +136,40 @@ def report(results: Results) -> None:
     )
     table, figures = [], {}
     for p in present if "none" in present else []:
-        mine = [by[(d, s, p)] for d, s in complete]
-        none = [by[(d, s, "none")] for d, s in complete]
+        # Each pruner against no pruning on the data set and seed pairs both have run.
+        shared = [(d, s) for d, s in pairs if (d, s, p) in by and (d, s, "none") in by]
+        mine = [by[(d, s, p)] for d, s in shared]
+        none = [by[(d, s, "none")] for d, s in shared]
         if not mine:
             continue
-        auc = statistics.fmean(float(r["auc_roc"]) for r in mine)
-        loss = statistics.fmean(
+        losses = [
             float(n["auc_roc"]) - float(r["auc_roc"]) for n, r in zip(none, mine, strict=True)
-        )
+        ]
+        loss = statistics.fmean(losses)
+        error = statistics.stdev(losses) / math.sqrt(len(losses)) if len(losses) > 1 else 0.0
         share = sum(int(r["epochs"]) for r in mine) / sum(int(n["epochs"]) for n in none)
         wall = statistics.median(float(r["total_seconds"]) for r in mine)
-        figures[p] = (loss, share)
+        figures[p] = (loss, share, len(mine))
         table.append(
             [
                 p + (" (default)" if p == DEFAULT_PRUNER else ""),
                 len(mine),
-                auc,
-                f"{loss:+.4f}",
+                statistics.fmean(float(r["auc_roc"]) for r in mine),
+                f"{loss:+.4f} ± {error:.4f}",
+                f"{sum(x > 0 for x in losses)}/{sum(x < 0 for x in losses)}",
                 f"{100 * share:.0f}%",
                 f"{wall:.0f}",
             ]
         )
-    print(
-        f"### By pruner (the {len(complete)} data set and seed pairs that every pruner has run)\n"
-    )
+    print("### By pruner (each against no pruning on the runs both have)\n")
     print(
         markdown(
             [
                 "pruner",
                 "runs",
                 "mean test AUC-ROC",
-                "mean AUC-ROC loss vs none",
+                "mean AUC-ROC loss vs none (± standard error)",
+                "runs lost/gained",
                 "epochs vs none",
                 "median wall s",
             ],
@@ -161,10 +177,11 @@ def report(results: Results) -> None:
         ),
         end="\n\n",
     )
+    print("Settings: " + "; ".join(f"{p}: {current_settings(p)}" for p in present), end="\n\n")
     if DEFAULT_PRUNER in figures:
-        loss, share = figures[DEFAULT_PRUNER]
+        loss, share, n = figures[DEFAULT_PRUNER]
         ok_epochs, ok_loss = share <= 0.40, loss <= 0.005
-        print(f"### Target (default pruner: {DEFAULT_PRUNER})\n")
+        print(f"### Target (default pruner: {DEFAULT_PRUNER}, {n} runs)\n")
         print(
             f"- {'MET' if ok_epochs else 'NOT MET'}: at most 40% of the epochs of no pruning "
             f"({100 * share:.0f}%)"
@@ -172,6 +189,11 @@ def report(results: Results) -> None:
         print(
             f"- {'MET' if ok_loss else 'NOT MET'}: loses at most 0.005 test AUC-ROC on average "
             f"({loss:+.4f})"
+        )
+    stale = len(valid) - len(rows)
+    if stale:
+        print(
+            f"\n{stale} row(s) run with other pruner settings than the current ones are left out."
         )
     errors = [r for r in results.rows if r.get("error")]
     if errors:
@@ -189,10 +211,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--pruners", default=",".join(ORDER), help=f"default: {','.join(ORDER)}")
     parser.add_argument("--workers", type=int, help="passed to anomtune tune")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="results CSV")
+    parser.add_argument(
+        "--keep-studies",
+        type=Path,
+        metavar="DIR",
+        help="copy each run's study journal (every trial's per-epoch values) into DIR",
+    )
     parser.add_argument("--report-only", action="store_true", help="print tables from --out")
     args = parser.parse_args(argv)
 
-    results = Results(args.out, COLUMNS, ("dataset", "seed", "pruner"))
+    results = Results(args.out, COLUMNS, ("dataset", "seed", "pruner", "pruner_settings"))
     if not args.report_only:
         pruners = [p.strip() for p in args.pruners.split(",") if p.strip()]
         unknown = set(pruners) - set(PRUNERS)
@@ -210,7 +238,7 @@ def main(argv: list[str] | None = None) -> None:
                     name = info["name"]
                     csv_path = tmp / f"{name}.csv"
                     for pruner in pruners:
-                        if results.done(name, seed, pruner):
+                        if results.done(name, seed, pruner, current_settings(pruner)):
                             log(f"{name} seed {seed} {pruner}: done, skipped")
                             continue
                         if not csv_path.exists():
@@ -222,6 +250,7 @@ def main(argv: list[str] | None = None) -> None:
                             "dataset": name,
                             "seed": seed,
                             "pruner": pruner,
+                            "pruner_settings": current_settings(pruner),
                             "trials_budget": args.trials,
                             "workers": args.workers or 1,
                             "rows": info["rows"],
@@ -243,11 +272,20 @@ def main(argv: list[str] | None = None) -> None:
                             log(f"{name} seed {seed} {pruner}: FAILED {row['error']}")
                             continue
                         shutil.rmtree(tmp / f"run-{study}", ignore_errors=True)
+                        if args.keep_studies:
+                            args.keep_studies.mkdir(parents=True, exist_ok=True)
+                            shutil.copyfile(
+                                tmp / f"{study}.journal",
+                                args.keep_studies / f"{name}-s{seed}-{pruner}.journal",
+                            )
                         st = summary["study"]
                         counts = st["trials"]
                         row.update(
                             auc_roc=summary["metrics"]["test"]["auc_roc"],
                             auc_pr=summary["metrics"]["test"]["auc_pr"],
+                            pruner_settings=json.dumps(
+                                summary["study"]["pruner_settings"], sort_keys=True
+                            ),
                             val_value=summary["best"]["value"],
                             epochs=st["epochs_trained"],
                             trials_complete=counts.get("complete", 0),

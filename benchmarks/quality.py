@@ -84,6 +84,7 @@ COLUMNS = [
     "trials_pruned",
     "trials_failed",
     "pruner",
+    "pruner_settings",
     "workers",
     "timeout",
     "threads",
@@ -274,6 +275,7 @@ def tune_row(summary: dict) -> dict:
         "trials_pruned": counts.get("pruned", 0),
         "trials_failed": counts.get("fail", 0),
         "pruner": study["pruner"],
+        "pruner_settings": json.dumps(study.get("pruner_settings"), sort_keys=True),
     }
 
 
