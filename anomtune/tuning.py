@@ -280,8 +280,8 @@ def pruner_settings(name: str, *, cv: bool, epochs: int) -> dict:
     if name == "sha":
         return {
             "class": "SuccessiveHalvingPruner",
-            "min_resource": 10,
-            "reduction_factor": 3,
+            "min_resource": 4,
+            "reduction_factor": 4,
             "min_early_stopping_rate": 0,
         }
     return {

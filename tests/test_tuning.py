@@ -87,6 +87,15 @@ def test_every_sampler_runs_end_to_end(workdir, capsys, sampler):
     assert (workdir / "runs" / sampler / "model" / "weights.npz").exists()
 
 
+def test_command_line_pruner_default_is_the_measured_one():
+    from anomtune.cli.tune import tune_command
+    from anomtune.tuning import DEFAULT_PRUNER, PRUNERS, TuneConfig
+
+    (option,) = [p for p in tune_command.params if p.name == "pruner"]
+    assert option.default == DEFAULT_PRUNER == TuneConfig(data="x.csv").pruner
+    assert set(option.type.choices) == set(PRUNERS)
+
+
 @pytest.mark.parametrize("pruner", ["median", "sha", "hyperband", "none"])
 def test_every_pruner_runs_end_to_end(workdir, capsys, pruner):
     space = FAST_SPACE.replace("epochs = 6", "epochs = 15")
