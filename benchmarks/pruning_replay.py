@@ -37,6 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from quality import markdown
 
+from anomtune.space import default_space
 from anomtune.tuning import DEFAULT_PRUNER, make_pruner
 
 SETTINGS = (
@@ -75,8 +76,8 @@ class Replayed:
     pruned: int
 
 
-def read_study(path: Path) -> tuple[str, bool, list[Curve]]:
-    """The study name, direction (True = maximize) and trial curves of a journal."""
+def read_study(path: Path) -> tuple[bool, list[Curve]]:
+    """The direction (True = maximize) and trial curves of a journal's one study."""
     import optuna
     from optuna.storages import JournalStorage
     from optuna.storages.journal import JournalFileBackend
@@ -89,7 +90,7 @@ def read_study(path: Path) -> tuple[str, bool, list[Curve]]:
         values = [t.intermediate_values[k] for k in sorted(t.intermediate_values)]
         epochs = int(t.user_attrs.get("epochs") or len(values))
         curves.append(Curve(t.state.name, values, epochs))
-    return name, study.direction == optuna.study.StudyDirection.MAXIMIZE, curves
+    return study.direction == optuna.study.StudyDirection.MAXIMIZE, curves
 
 
 def build_pruner(setting: str):
@@ -97,7 +98,7 @@ def build_pruner(setting: str):
     import optuna
 
     if setting == "default":
-        return make_pruner(DEFAULT_PRUNER, cv=False, epochs=100)
+        return make_pruner(DEFAULT_PRUNER, cv=False, epochs=int(default_space(1)["epochs"].value))
     kinds = {
         "median": optuna.pruners.MedianPruner,
         "percentile": optuna.pruners.PercentilePruner,
@@ -176,7 +177,7 @@ def main(argv: list[str] | None = None) -> None:
     paths = sorted(args.journals.glob("*-none.journal"))
     if not paths:
         raise SystemExit(f"no *-none.journal files in {args.journals}")
-    studies = [(p.name.removesuffix("-none.journal"), *read_study(p)[1:]) for p in paths]
+    studies = [(p.name.removesuffix("-none.journal"), *read_study(p)) for p in paths]
     rows, table = [], []
     for setting in args.settings:
         losses, shares, used, total = [], [], 0, 0
@@ -184,7 +185,8 @@ def main(argv: list[str] | None = None) -> None:
             r = replay(curves, maximize, setting, name=study, seed=i)
             full = sum(c.epochs for c in curves)
             best = _best([c.values[-1] for c in curves if c.state == "COMPLETE"], maximize)
-            loss = (best - r.best) * (1 if maximize else -1) if r.best is not None else None
+            known = best is not None and r.best is not None
+            loss = (best - r.best) * (1 if maximize else -1) if known else None
             rows.append([setting, study, r.epochs, full, r.pruned, loss])
             if loss is not None:
                 losses.append(loss)
