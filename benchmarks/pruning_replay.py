@@ -35,9 +35,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from pruning import EPOCHS
 from quality import markdown
 
-from anomtune.space import default_space
 from anomtune.tuning import DEFAULT_PRUNER, make_pruner
 
 SETTINGS = (
@@ -98,7 +98,7 @@ def build_pruner(setting: str):
     import optuna
 
     if setting == "default":
-        return make_pruner(DEFAULT_PRUNER, cv=False, epochs=int(default_space(1)["epochs"].value))
+        return make_pruner(DEFAULT_PRUNER, cv=False, epochs=EPOCHS)
     kinds = {
         "median": optuna.pruners.MedianPruner,
         "percentile": optuna.pruners.PercentilePruner,
