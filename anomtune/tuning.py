@@ -26,9 +26,11 @@ import logging
 import multiprocessing
 import os
 import platform
+import signal
 import socket
 import statistics
 import tempfile
+import threading
 import time
 import warnings
 from collections.abc import Callable
@@ -316,6 +318,46 @@ def trial_seed(seed: int, number: int) -> int:
     return (seed * 1_000_003 + number * 7919 + 17) % (2**31 - 1)
 
 
+class _Interrupt:
+    """Ctrl-C during a study, acted on between epochs and trials.
+
+    A KeyboardInterrupt raised at an arbitrary point can land inside the
+    storage's lock handling (Optuna's journal lock then fails with an
+    error of its own); instead the first SIGINT only sets a flag, which the
+    objective turns into KeyboardInterrupt at its next epoch or trial. A
+    second SIGINT interrupts at once.
+    """
+
+    requested = False
+
+    @classmethod
+    @contextlib.contextmanager
+    def deferred(cls):
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+
+        def handler(signum, frame):
+            if cls.requested:
+                raise KeyboardInterrupt
+            cls.requested = True
+
+        cls.requested = False
+        previous = signal.signal(signal.SIGINT, handler)
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGINT, previous)
+            requested, cls.requested = cls.requested, False
+        if requested:  # after the last epoch of the last trial
+            raise KeyboardInterrupt
+
+    @classmethod
+    def check(cls) -> None:
+        if cls.requested:
+            raise KeyboardInterrupt
+
+
 class _EpochTracker:
     """Per-epoch validation: keeps the best value and epoch, reports, prunes."""
 
@@ -329,6 +371,7 @@ class _EpochTracker:
     def __call__(self, epoch: int, detector) -> bool:
         import optuna
 
+        _Interrupt.check()
         self.epochs = epoch
         value = self.evaluate(detector)
         if value is not None and (
@@ -393,6 +436,7 @@ class Objective:
             self.folds = stratified_folds(prepared.y, pool, k=config.cv, seed=config.seed)
 
     def __call__(self, trial) -> float | tuple[float, float]:
+        _Interrupt.check()
         started = time.perf_counter()
         trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
         params = self.space.sample(trial)
@@ -659,7 +703,7 @@ def _worker_main(config_dict: dict, n_trials: int, worker_index: int, threads: i
         ),
         pruner=make_pruner(config.pruner, cv=bool(config.cv), epochs=_max_epochs(space)),
     )
-    with contextlib.suppress(KeyboardInterrupt):
+    with contextlib.suppress(KeyboardInterrupt), _Interrupt.deferred():
         study.optimize(
             Objective(config, prepared, space),
             n_trials=n_trials,
@@ -726,14 +770,15 @@ def run_study(
                 study.pruner = make_pruner(
                     config.pruner, cv=bool(config.cv), epochs=_max_epochs(space)
                 )
-                study.optimize(
-                    objective,
-                    n_trials=n_trials,
-                    timeout=config.timeout,
-                    catch=(AnomtuneError,),
-                    callbacks=[progress.callback],
-                    gc_after_trial=False,
-                )
+                with _Interrupt.deferred():
+                    study.optimize(
+                        objective,
+                        n_trials=n_trials,
+                        timeout=config.timeout,
+                        catch=(AnomtuneError,),
+                        callbacks=[progress.callback],
+                        gc_after_trial=False,
+                    )
         else:
             worker_failures = _run_workers(config, n_trials, progress)
             if worker_failures:
