@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import io
 import os
-import re
 import sys
 import tempfile
 import time
@@ -28,10 +27,12 @@ from pathlib import Path
 
 import numpy as np
 
-from anomtune.errors import ConfigError, DataError
-from anomtune.scoring import Scorer, category_text
+from anomtune import inputs
+from anomtune.errors import ConfigError, DataError, first_line
+from anomtune.inputs import Dialect
+from anomtune.scoring import Scorer
 
-__all__ = ["BatchResult", "score_file"]
+__all__ = ["BatchResult", "labeled_scores", "open_reading", "score_file"]
 
 # CSV block size. Arrow's streaming reader parses one block at a time but reads
 # up to 32 blocks ahead, so this also bounds the raw text held in memory.
@@ -55,6 +56,8 @@ class BatchResult:
     metrics: dict | None = None
     output: str = ""
     columns: list[str] = field(default_factory=list)
+    #: Set when far more rows were flagged than on the validation rows.
+    flag_rate_warning: str | None = None
 
     def to_dict(self) -> dict:
         return {
@@ -66,18 +69,55 @@ class BatchResult:
             "threshold_rule": self.threshold_rule,
             "metrics": self.metrics,
             "output": self.output,
+            "flag_rate_warning": self.flag_rate_warning,
         }
 
 
 def _is_parquet(name: str) -> bool:
-    return name.lower().endswith((".parquet", ".pq"))
+    return inputs.is_parquet(name)
 
 
-def _header(source: str, sep: str) -> list[str]:
+@dataclass(frozen=True)
+class Reading:
+    """How to read one input: where from, its dialect (CSV) and its column names."""
+
+    source: str
+    dialect: Dialect | None
+    names: list[str]
+
+    def locate(self):
+        """How rows of this input are named in errors: lines of a CSV file, else rows."""
+        if self.dialect is not None and self.source != "-":
+            return inputs.CsvLines(Path(self.source), self.dialect)
+        return inputs.row_locator
+
+
+def open_reading(
+    source: str,
+    *,
+    sep: str | None = None,
+    decimal: str | None = None,
+    encoding: str | None = None,
+) -> Reading:
+    """Check that ``source`` (a path or ``-``) can be read; sniff a CSV's dialect."""
+    if _is_parquet(source):
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        if source == "-":
+            raise ConfigError("Parquet cannot be read from stdin; give a file")
+        try:
+            names = pq.ParquetFile(source).schema_arrow.names
+        except FileNotFoundError as exc:
+            raise DataError(f"{source}: no such file") from exc
+        except (OSError, pa.ArrowException) as exc:
+            raise DataError(f"{source}: cannot read Parquet: {exc}") from exc
+        return Reading(source, None, names)
     import csv
 
     if source == "-":
-        head = sys.stdin.buffer.peek(1 << 16)
+        head = sys.stdin.buffer.peek(inputs.HEAD_BYTES)[: inputs.HEAD_BYTES]
+        complete = False
     else:
         path = Path(source)
         if not path.exists():
@@ -85,104 +125,61 @@ def _header(source: str, sep: str) -> list[str]:
         if path.is_dir():
             raise DataError(f"{source}: is a folder, not a data file")
         with open(path, "rb") as fh:
-            head = fh.read(1 << 16)
+            head = fh.read(inputs.HEAD_BYTES)
+            complete = not fh.read(1)
     if not head.strip():
         raise DataError(f"{source}: the input is empty")
-    if b"\x00" in head:
+    if b"\x00" in head and not head.startswith((b"\xff\xfe", b"\xfe\xff")):
         raise DataError(f"{source}: not a text CSV file (it contains NUL bytes)")
-    line = head.decode("utf-8", errors="replace").splitlines()[0]
-    return next(csv.reader(io.StringIO(line), delimiter=sep))
+    dialect = inputs._dialect_of(head, complete, sep, decimal, encoding, f"{source}: ")
+    text, _ = inputs._decode_head(head, complete, dialect.encoding, f"{source}: ")
+    line = text.lstrip("\ufeff").splitlines()[0]
+    names = next(csv.reader(io.StringIO(line), delimiter=dialect.sep))
+    return Reading(source, dialect, names)
 
 
-def _batches(source: str, needed: list[str], numeric: list[str], sep: str) -> Iterator:
-    """Arrow record batches of the needed columns, numeric ones typed as float64."""
+def _batches(reading: Reading, needed: list[str]) -> Iterator:
+    """Arrow record batches of the needed columns: CSV as text, Parquet as typed."""
     import pyarrow as pa
 
-    if _is_parquet(source):
+    source = reading.source
+    _check_present(needed, reading.names, source)
+    if reading.dialect is None:
         import pyarrow.parquet as pq
 
-        if source == "-":
-            raise ConfigError("Parquet cannot be read from stdin; give a file")
-        try:
-            # Without pre-buffering, a row group is read column by column as
-            # batches are taken, not held whole in memory beforehand.
-            pf = pq.ParquetFile(source, pre_buffer=False)
-        except FileNotFoundError as exc:
-            raise DataError(f"{source}: no such file") from exc
-        except (OSError, pa.ArrowException) as exc:
-            raise DataError(f"{source}: cannot read Parquet: {exc}") from exc
-        names = pf.schema_arrow.names
-        _check_present(needed, names, source)
-        # One reading thread: the batches are read ahead in a thread of their
-        # own while onnxruntime's threads score the previous ones.
+        # Without pre-buffering, a row group is read column by column as
+        # batches are taken, not held whole in memory beforehand. One reading
+        # thread: the batches are read ahead in a thread of their own while
+        # onnxruntime's threads score the previous ones.
+        pf = pq.ParquetFile(source, pre_buffer=False)
         yield from pf.iter_batches(batch_size=PARQUET_ROWS, columns=needed, use_threads=False)
         return
     import pyarrow.csv as pacsv
 
-    names = _header(source, sep)
-    _check_present(needed, names, source)
+    dialect = reading.dialect
     stream = sys.stdin.buffer if source == "-" else source
     try:
+        # Text in, converted by anomtune.inputs: the same rules as every other door.
         reader = pacsv.open_csv(
             stream,
-            read_options=pacsv.ReadOptions(block_size=CHUNK_BYTES),
-            parse_options=pacsv.ParseOptions(delimiter=sep),
+            read_options=pacsv.ReadOptions(block_size=CHUNK_BYTES, encoding=dialect.encoding),
+            parse_options=pacsv.ParseOptions(delimiter=dialect.sep),
             convert_options=pacsv.ConvertOptions(
                 include_columns=needed,
-                column_types={name: pa.float64() for name in numeric},
+                column_types={name: pa.string() for name in needed},
                 strings_can_be_null=True,
             ),
         )
     except pa.ArrowException as exc:
-        raise DataError(f"{source}: {_arrow_message(exc, numeric, names, source, sep)}") from exc
+        raise DataError(f"{source}: cannot parse CSV: {first_line(exc)}") from exc
     while True:
         try:
             batch = reader.read_next_batch()
         except StopIteration:
             return
         except pa.ArrowException as exc:
-            raise DataError(
-                f"{source}: {_arrow_message(exc, numeric, names, source, sep)}"
-            ) from exc
+            raise DataError(f"{source}: cannot parse CSV: {first_line(exc)}") from exc
         yield batch
-
-
-def _arrow_message(
-    exc: Exception, numeric: list[str], names: list[str], source: str, sep: str
-) -> str:
-    text = str(exc).strip().splitlines()[0]
-    # Arrow numbers the file's columns from 0 and quotes the value it could not convert.
-    found = re.search(
-        r"CSV column #(\d+): CSV conversion error to double: invalid value '(.*)'$", text
-    )
-    if found and int(found[1]) < len(names):
-        index, value = int(found[1]), found[2]
-        return (
-            f"column {names[index]!r} is numeric but {value!r}"
-            f"{_line_of(source, sep, index, value)} is not a number"
-        )
-    if "conversion error to double" in text:
-        return f"a numeric column holds a value that is not a number ({text})"
-    return f"cannot parse CSV: {text}"
-
-
-def _line_of(source: str, sep: str, index: int, value: str) -> str:
-    """`` at line N`` for the first row holding ``value`` in column ``index`` of a file."""
-    import csv
-
-    if source == "-":
-        return ""  # stdin cannot be read again
-    try:
-        with open(source, newline="", encoding="utf-8-sig", errors="replace") as fh:
-            reader = csv.reader(fh, delimiter=sep)
-            end = 0
-            for row in reader:
-                start, end = end + 1, reader.line_num
-                if start > 1 and len(row) > index and row[index] == value:
-                    return f" at line {start}"
-    except (OSError, csv.Error):
-        pass
-    return ""
 
 
 def _check_present(needed: list[str], names: list[str], source: str) -> None:
@@ -201,108 +198,81 @@ class _Chunk:
     """Consecutive data rows, ready for the graph."""
 
     first_row: int  # index of the chunk's first data row in the file, from 0
-    numeric: np.ndarray  # float32, C order, one column per numeric feature
-    categorical: np.ndarray | None  # strings, one column per categorical feature
+    feeds_all: dict  # the graph's inputs for every row of the chunk
     ids: object | None  # the id column (an Arrow chunked array)
     labels: np.ndarray | None  # bool, True for rows labeled positive
 
+    @property
+    def n(self) -> int:
+        return len(self.feeds_all["numeric"])
+
     def feeds(self, start: int, stop: int) -> dict:
-        feeds = {"numeric": self.numeric[start:stop]}
-        if self.categorical is not None:
-            feeds["categorical"] = self.categorical[start:stop]
-        return feeds
+        return {name: value[start:stop] for name, value in self.feeds_all.items()}
 
 
 def _chunks(
-    source: str,
+    reading: Reading,
     scorer: Scorer,
-    needed: list[str],
-    sep: str,
     id_column: str | None,
     label: str | None,
     positive: str,
 ) -> Iterator[_Chunk]:
-    """The rows of ``source`` in chunks of about :data:`CHUNK_CELLS` feature values."""
-    target = max(1024, min(MAX_CHUNK_ROWS, CHUNK_CELLS // max(1, len(scorer.feature_names))))
+    """The rows of an input in chunks of about :data:`CHUNK_CELLS` feature values."""
+    spec = scorer.spec
+    needed = list(dict.fromkeys(spec.sources + [c for c in (id_column, label) if c is not None]))
+    target = max(1024, min(MAX_CHUNK_ROWS, CHUNK_CELLS // max(1, len(needed))))
+    locate = reading.locate()
     pending: list = []
     count = first = 0
-    for batch in _batches(source, needed, scorer.numeric, sep):
+    for batch in _batches(reading, needed):
         if batch.num_rows == 0:
             continue
         pending.append(batch)
         count += batch.num_rows
         if count >= target:
-            yield _chunk(pending, count, first, scorer, source, id_column, label, positive)
+            yield _chunk(pending, first, scorer, reading, locate, id_column, label, positive)
             first += count
             pending, count = [], 0
     if pending:
-        yield _chunk(pending, count, first, scorer, source, id_column, label, positive)
+        yield _chunk(pending, first, scorer, reading, locate, id_column, label, positive)
 
 
 def _chunk(
     batches: list,
-    n: int,
     first_row: int,
     scorer: Scorer,
-    source: str,
+    reading: Reading,
+    locate,
     id_column: str | None,
     label: str | None,
     positive: str,
 ) -> _Chunk:
     import pyarrow as pa
 
-    # Arrow columns are copied straight into one float32 matrix, batch by batch.
-    numeric = np.empty((n, len(scorer.numeric)), dtype=np.float32)
-    start = 0
-    for batch in batches:
-        stop = start + batch.num_rows
-        for j, name in enumerate(scorer.numeric):
-            numeric[start:stop, j] = _numeric_values(batch.column(name), name, source)
-        start = stop
-    bad = np.isinf(numeric)
-    if bad.any():
-        row, col = np.argwhere(bad)[0]
-        raise DataError(
-            f"{source}: column {scorer.numeric[col]!r} has an infinite or out-of-range "
-            f"value at row {first_row + int(row) + 1}"
-        )
-    categorical = None
-    if scorer.categorical:
-        categorical = np.concatenate([_categories(b, scorer.categorical) for b in batches])
-    ids = None
-    if id_column is not None:
-        ids = pa.chunked_array([b.column(id_column) for b in batches])
+    def column(name):
+        return pa.chunked_array([b.column(name) for b in batches])
+
+    spec = scorer.spec
+    decimal = reading.dialect.decimal if reading.dialect else None
+    feeds = spec.feeds(
+        {name: column(name) for name in spec.sources},
+        locate=locate,
+        where=f"{reading.source}: ",
+        offset=first_row,
+        decimal=decimal,
+    )
+    ids = column(id_column) if id_column is not None else None
     labels = None
     if label is not None:
-        labels = np.concatenate([_labels(b, label, positive) for b in batches])
-    return _Chunk(first_row, numeric, categorical, ids, labels)
+        labels = _labels(column(label), label, positive, reading.source)
+    return _Chunk(first_row, feeds, ids, labels)
 
 
-def _numeric_values(column, name: str, source: str) -> np.ndarray:
-    """An Arrow column as NumPy numbers (missing values as NaN); no copy when possible."""
-    try:
-        values = column.to_numpy(zero_copy_only=False)
-    except Exception as exc:  # Arrow raises several types for unconvertible data
-        raise DataError(f"{source}: column {name!r} is not numeric") from exc
-    if values.dtype.kind not in "fiub":
-        raise DataError(f"{source}: column {name!r} is not numeric")
-    return values
-
-
-def _categories(batch, names: list[str]) -> np.ndarray:
-    """The categorical columns of a batch as text (missing values as "")."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    block = np.empty((batch.num_rows, len(names)), dtype=object)
-    for j, name in enumerate(names):
-        column = batch.column(name)
-        if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
-            block[:, j] = pc.fill_null(column, "").to_numpy(zero_copy_only=False)
-        else:
-            values = column.to_pylist()
-            block[:, j] = ["" if v is None else category_text(v) for v in values]
-    return block.astype(str)
+def _labels(values, label: str, positive: str, source: str) -> np.ndarray:
+    text = inputs.to_categories(values)
+    if (text == "").any():
+        raise DataError(f"{source}: label column {label!r} has a missing value")
+    return np.char.lower(text.astype(str)) == positive
 
 
 def _score_chunk(scorer: Scorer, chunk: _Chunk, explain: bool) -> tuple:
@@ -314,7 +284,7 @@ def _score_chunk(scorer: Scorer, chunk: _Chunk, explain: bool) -> tuple:
     used are asked for.
     """
     outputs = [o.name for o in scorer.session.get_outputs()[: 2 if explain else 1]]
-    n = len(chunk.numeric)
+    n = chunk.n
     step = max(1, int(scorer.slice_rows))
     parts = [
         scorer.session.run(outputs, chunk.feeds(start, min(n, start + step)))
@@ -328,17 +298,6 @@ def _score_chunk(scorer: Scorer, chunk: _Chunk, explain: bool) -> tuple:
     return scores, errors
 
 
-def _labels(batch, label: str, positive: str) -> np.ndarray:
-    values = batch.column(label).to_pylist()
-    if any(v is None for v in values):
-        raise DataError(f"label column {label!r} has a missing value")
-    return np.fromiter(
-        (category_text(v).strip().lower() == positive for v in values),
-        dtype=bool,
-        count=len(values),
-    )
-
-
 def _prefetched(iterator: Iterator) -> Iterator:
     """Yield from ``iterator`` while its next item is produced in a thread."""
     with ThreadPoolExecutor(max_workers=1) as pool:
@@ -349,6 +308,37 @@ def _prefetched(iterator: Iterator) -> Iterator:
                 return
             future = pool.submit(next, iterator, None)
             yield item
+
+
+def labeled_scores(
+    scorer: Scorer,
+    source: str,
+    label: str,
+    *,
+    positive: str | None = None,
+    sep: str | None = None,
+    decimal: str | None = None,
+    encoding: str | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Scores, the model's own flags and the labels of every row of a labeled file.
+
+    Read in chunks like :func:`score_file`, so memory holds only the three
+    arrays. ``positive`` is the label value of an anomaly (default: the
+    model's).
+    """
+    reading = open_reading(source, sep=sep, decimal=decimal, encoding=encoding)
+    if positive is None:
+        positive = str((scorer.metadata.get("schema") or {}).get("positive") or "1")
+    positive = inputs.category_text(positive).lower()
+    scores, flags, labels = [], [], []
+    for chunk in _prefetched(_chunks(reading, scorer, None, label, positive)):
+        part = _score_chunk(scorer, chunk, False)[0]
+        scores.append(part)
+        flags.append(part > scorer.threshold)
+        labels.append(chunk.labels)
+    if not scores:
+        raise DataError(f"{source}: no data rows")
+    return np.concatenate(scores), np.concatenate(flags), np.concatenate(labels)
 
 
 def threshold_at_fpr(scores_of_normal: np.ndarray, fpr: float) -> float:
@@ -371,18 +361,22 @@ def score_file(
     explain: int = 0,
     threshold: float | None = None,
     fpr: float | None = None,
-    sep: str = ",",
+    sep: str | None = None,
+    decimal: str | None = None,
+    encoding: str | None = None,
     on_progress: Callable[[int, float], None] | None = None,
 ) -> BatchResult:
     """Score ``source`` (a path or ``-`` for stdin) into ``output`` (a path or ``-``).
 
-    Output columns: the id column (or ``row``, counting data rows from 1),
+    Output columns: the id column (``id_column``, else the model's own id
+    column when the input has it, else ``row``, counting data rows from 1),
     ``score``, ``is_anomaly`` and, with ``explain=K``, the K columns with the
     largest reconstruction errors and their share of the row's error.
     ``threshold`` replaces the model's threshold; ``fpr`` picks the threshold
     that flags at most that share of the rows labeled normal (a first pass
     over the file). ``evaluate`` adds AUC-ROC, AUC-PR and F1 against
-    ``label``.
+    ``label``. A CSV input's separator, decimal mark and encoding are
+    sniffed unless given.
     """
     import pyarrow as pa
 
@@ -398,17 +392,17 @@ def score_file(
         label = (scorer.metadata.get("schema") or {}).get("label")
         if label is None:
             raise ConfigError("--evaluate and --threshold-at-fpr need --label")
+    reading = open_reading(source, sep=sep, decimal=decimal, encoding=encoding)
+    if id_column is None and scorer.spec.id_column in reading.names:
+        id_column = scorer.spec.id_column
     positive = str((scorer.metadata.get("schema") or {}).get("positive") or "1").lower()
-    needed = list(
-        dict.fromkeys(scorer.feature_names + [c for c in (id_column, label) if c is not None])
-    )
     result = BatchResult(output=output)
     rule = scorer.metadata.get("threshold_rule", "stored with the model")
     if threshold is None and fpr is not None:
         if source == "-":
             raise ConfigError("--threshold-at-fpr reads the input twice; give a file, not stdin")
         normal = []
-        for chunk in _prefetched(_chunks(source, scorer, needed, sep, None, label, positive)):
+        for chunk in _prefetched(_chunks(reading, scorer, None, label, positive)):
             scores = _score_chunk(scorer, chunk, False)[0]
             normal.append(scores[~chunk.labels])
         threshold = threshold_at_fpr(np.concatenate(normal), fpr)
@@ -425,12 +419,10 @@ def score_file(
     start = time.perf_counter()
     rows = 0
     try:
-        chunks = _chunks(
-            source, scorer, needed, sep, id_column, label if evaluate else None, positive
-        )
+        chunks = _chunks(reading, scorer, id_column, label if evaluate else None, positive)
         # The next chunk is read and converted in a thread while this one is scored.
         for chunk in _prefetched(chunks):
-            n = len(chunk.numeric)
+            n = chunk.n
             scores, errors = _score_chunk(scorer, chunk, explain > 0)
             flags = scores > threshold
             columns = {}
@@ -463,6 +455,8 @@ def score_file(
         raise
     result.rows = rows
     result.seconds = time.perf_counter() - start
+    if threshold == scorer.threshold:
+        result.flag_rate_warning = scorer.flag_rate_warning(result.anomalies, rows)
     if evaluate:
         from anomtune.metrics import evaluate as metrics_of
 

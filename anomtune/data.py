@@ -1,33 +1,40 @@
-"""Labeled tables: read a CSV, decide the label, type the columns, split.
+"""Labeled tables: the label, the features, the split.
 
 A :class:`Table` is what every other part of anomtune starts from: the
 feature columns as a DataFrame, the 0/1 labels (1 = anomaly), an optional id
-column kept for output, a :class:`Schema` and a content fingerprint.
+column kept for output, a :class:`Schema` and a content fingerprint. Raw
+columns become features through :mod:`anomtune.inputs`, the one door every
+path takes: the roles of the columns (and why) travel with the table.
 
 Infinite values are rejected with an error naming the column and line:
 they are almost always a bug upstream (a division by zero), and silently
 treating them as missing would hide it. So are numbers beyond float32, which
-every model computes in. Missing values (empty cells, ``NA``)
-are allowed in feature columns and are imputed with the training median.
+every model computes in. Missing values (empty cells, ``NA``) are allowed in
+feature columns and are imputed with the training median.
 """
 
 from __future__ import annotations
 
-import codecs
-import csv
-import difflib
 import hashlib
-import io
 import logging
-from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from anomtune.errors import ConfigError, DataError
+from anomtune import inputs
+from anomtune.errors import ConfigError, DataError, first_line
+from anomtune.inputs import (
+    MAX_LEVELS,
+    ColumnRole,
+    Dialect,
+    InputSpec,
+    RawTable,
+    category_text,
+    missing_column,
+)
 
 __all__ = [
     "Column",
@@ -46,24 +53,11 @@ logger = logging.getLogger(__name__)
 
 NUMERIC = "numeric"
 CATEGORICAL = "categorical"
-
-_TRUE_WORDS = {"true", "yes", "y", "t"}
-_FALSE_WORDS = {"false", "no", "n", "f"}
-# A string column whose non-missing values parse as numbers this often is a
-# numeric column with junk in it, not a categorical column.
-_NUMERIC_SHARE = 0.9
-# Bytes read up front to check the header and sniff for binary content.
-_HEAD_BYTES = 65536
-# At most this many columns: far beyond any real table, and it stops a header of
-# a million empty names before it costs time or memory.
-MAX_COLUMNS = 100_000
-# A header line longer than this is not read at all.
-_MAX_HEADER_BYTES = 16 * 2**20
-# Numbers beyond float32 cannot reach a model: training, the ONNX graph and
-# scoring all compute in float32, where they would become infinite.
-_FLOAT32_MAX = float(np.finfo(np.float32).max)
-# Separators worth suggesting when the header parses as a single column.
-_OTHER_SEPARATORS = (";", "\t", "|", ",")
+MAX_COLUMNS = inputs.MAX_COLUMNS
+# The category text of a value; the encoder looks categories up by it.
+_label_text = category_text
+# Line numbers shown in the error for unlabeled rows.
+_SHOWN_LINES = 5
 
 
 @dataclass(frozen=True)
@@ -88,12 +82,17 @@ class Column:
 
 @dataclass(frozen=True)
 class Schema:
-    """Ordered feature columns plus the label and id columns they came with."""
+    """Ordered feature columns plus the label and id columns they came with.
+
+    ``inputs`` says how the raw columns become these features (see
+    :class:`anomtune.inputs.InputSpec`); it is stored with every model.
+    """
 
     columns: tuple[Column, ...]
     label: str | None = None
     positive: str | None = None
     id_column: str | None = None
+    inputs: InputSpec | None = None
 
     @property
     def feature_names(self) -> list[str]:
@@ -107,27 +106,47 @@ class Schema:
     def categorical(self) -> list[str]:
         return [c.name for c in self.columns if c.kind == CATEGORICAL]
 
+    def input_spec(self) -> InputSpec:
+        """How raw columns become this schema's features (each column as it is, for
+        schemas stored before input specifications were)."""
+        if self.inputs is not None:
+            return self.inputs
+        return InputSpec.plain(self.numeric, self.categorical, self.feature_names)
+
+    def with_columns(self, columns: Sequence[Column]) -> Schema:
+        return Schema(tuple(columns), self.label, self.positive, self.id_column, self.inputs)
+
     def to_dict(self) -> dict:
-        return {
+        out = {
             "columns": [c.to_dict() for c in self.columns],
             "label": self.label,
             "positive": self.positive,
             "id_column": self.id_column,
         }
+        if self.inputs is not None:
+            out["inputs"] = self.inputs.to_dict()
+        return out
 
     @classmethod
     def from_dict(cls, data: dict) -> Schema:
+        spec = data.get("inputs")
         return cls(
             tuple(Column.from_dict(c) for c in data["columns"]),
             data.get("label"),
             data.get("positive"),
             data.get("id_column"),
+            InputSpec.from_dict(spec) if spec else None,
         )
 
 
 @dataclass
 class Table:
-    """Features, labels and ids of one data set, with schema and fingerprint."""
+    """Features, labels and ids of one data set, with schema and fingerprint.
+
+    ``roles`` is the roles table of every column read (shown before tuning
+    and stored with the run and the model); ``notes`` says in a line each
+    what was inferred or dropped.
+    """
 
     features: pd.DataFrame
     labels: np.ndarray | None
@@ -135,6 +154,10 @@ class Table:
     fingerprint: str
     ids: pd.Series | None = None
     source: str | None = None
+    roles: list[ColumnRole] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    dialect: Dialect | None = None
+    counts: dict = field(default_factory=dict)
 
     @property
     def n_rows(self) -> int:
@@ -153,8 +176,12 @@ class Table:
             "numeric": len(self.schema.numeric),
             "categorical": len(self.schema.categorical),
             "label": self.schema.label,
+            "id_column": self.schema.id_column,
             "fingerprint": self.fingerprint,
         }
+        if self.dialect is not None:
+            out["dialect"] = self.dialect.to_dict()
+        out.update(self.counts)
         if self.labels is not None:
             out["anomalies"] = self.n_anomalies
             out["anomaly_rate"] = round(self.n_anomalies / max(self.n_rows, 1), 6)
@@ -170,7 +197,15 @@ def read_table(
     exclude: Iterable[str] = (),
     id_column: str | None = None,
     categorical: Iterable[str] = (),
-    sep: str = ",",
+    include: Iterable[str] = (),
+    roles: Mapping[str, str] | None = None,
+    sep: str | None = None,
+    decimal: str | None = None,
+    encoding: str | None = None,
+    max_levels: int = MAX_LEVELS,
+    time_features: bool = False,
+    drop_unlabeled: bool = False,
+    dedupe: bool = False,
 ) -> Table:
     """Read a labeled CSV (or Parquet) file into a :class:`Table`.
 
@@ -184,161 +219,70 @@ def read_table(
         The label value that marks an anomaly. Needed only when the label's
         values are not 0/1 or true/false.
     features : list of str, optional
-        Feature columns to use, in this order. Default: every column except
-        the label, the id column and ``exclude``.
-    exclude : iterable of str
-        Columns to leave out.
+        Feature columns to use, in this order. Default: the columns whose
+        inferred role is a feature (see :func:`anomtune.inputs.infer_roles`).
+    exclude, include : iterable of str
+        Columns to leave out; columns to keep as features that inference
+        would leave out.
     id_column : str, optional
         A column kept for output (scores are reported against it) but never
-        used as a feature.
+        used as a feature. Default: the first column inferred to be an id.
     categorical : iterable of str
         Columns to treat as categorical even if their values look numeric.
-    sep : str
-        The CSV field separator: one character (``"\\t"`` or ``"tab"`` mean a tab).
+    roles : mapping of str to str, optional
+        Roles to force, by column (``numeric``, ``boolean``, ``categorical``,
+        ``timestamp``, ``id``, ``excluded``).
+    sep, decimal, encoding : str, optional
+        The CSV field separator (``"\\t"`` or ``"tab"`` mean a tab), decimal
+        mark and text encoding; each is sniffed from the file when not given.
+    max_levels : int
+        Text columns with more distinct values are left out.
+    time_features : bool
+        Turn timestamp columns into hour, weekday, day and month features.
+    drop_unlabeled : bool
+        Drop rows without a label (counted) instead of refusing them.
+    dedupe : bool
+        Drop exact duplicate rows (features and label) before anything else.
 
     Returns
     -------
     Table
     """
-    path = Path(path)
-    sep = _check_separator(sep)
-    frame = _read_frame(path, sep)
-    is_parquet = path.suffix.lower() == ".parquet"
+    raw = inputs.read_source(path, sep=sep, decimal=decimal, encoding=encoding)
     return _build_table(
-        frame,
+        raw,
         label=label,
         positive=positive,
         features=features,
         exclude=exclude,
         id_column=id_column,
         categorical=categorical,
-        source=str(path),
-        locate=_row_locator if is_parquet else _CsvLines(path, sep),
+        include=include,
+        roles=roles,
+        max_levels=max_levels,
+        time_features=time_features,
+        drop_unlabeled=drop_unlabeled,
+        dedupe=dedupe,
     )
-
-
-def _check_separator(sep: str) -> str:
-    if sep in ("\\t", "tab"):
-        return "\t"
-    if not isinstance(sep, str) or len(sep) != 1:
-        raise DataError(f"the CSV field separator must be one character, not {sep!r}")
-    if sep in '"\r\n':
-        raise DataError(f"{sep!r} cannot be the CSV field separator")
-    return sep
-
-
-def _read_frame(path: Path, sep: str) -> pd.DataFrame:
-    if not path.exists():
-        raise DataError(f"{path}: no such file")
-    if path.is_dir():
-        raise DataError(f"{path}: is a folder, not a data file")
-    if path.suffix.lower() == ".parquet":
-        try:
-            return pd.read_parquet(path)
-        except Exception as exc:  # pyarrow raises several unrelated types
-            raise DataError(f"{path}: cannot read Parquet: {_first_line(exc)}") from exc
-    try:
-        with path.open("rb") as fh:
-            head = fh.read(_HEAD_BYTES)
-            complete = not fh.read(1)
-    except OSError as exc:
-        raise DataError(f"{path}: cannot read: {exc.strerror}") from exc
-    if not head.strip():
-        raise DataError(f"{path}: the file is empty")
-    if b"\x00" in head:
-        raise DataError(f"{path}: not a text CSV file (it contains NUL bytes)")
-    # The first 64 KiB may end inside a multi-byte character; an incremental
-    # decoder keeps such a tail pending instead of calling it invalid.
-    decoder = codecs.getincrementaldecoder("utf-8")(errors="strict")
-    try:
-        text = decoder.decode(head, final=complete)
-    except UnicodeDecodeError as exc:
-        raise DataError(f"{path}: not a UTF-8 text file") from exc
-    lines = [line for line in text.splitlines() if line.strip()]
-    header_line = lines[0]
-    if complete and len(lines) == 1:
-        raise DataError(f"{path}: the file has a header but no data rows")
-    if len(lines) == 1 and not complete:
-        header_line = _long_header(path, sep)
-    header = next(csv.reader(io.StringIO(header_line), delimiter=sep))
-    if len(header) > MAX_COLUMNS:
-        raise DataError(
-            f"{path}: the header has {len(header):,} columns, more than anomtune reads "
-            f"({MAX_COLUMNS:,})"
-        )
-    dupes = sorted(h for h, n in Counter(header).items() if n > 1)
-    if dupes:
-        raise DataError(f"{path}: duplicate column names: {', '.join(map(repr, dupes))}")
-    try:
-        frame = pd.read_csv(path, sep=sep, engine="pyarrow")
-    except Exception as exc:  # pyarrow's parse errors are ArrowInvalid and friends
-        where = _ragged_line(path, sep, len(header))
-        raise DataError(f"{path}: cannot parse CSV{where}: {_first_line(exc)}") from exc
-    if frame.empty:
-        raise DataError(f"{path}: the file has a header but no data rows")
-    return frame
-
-
-def _long_header(path: Path, sep: str) -> str:
-    """The first line of a file whose header does not fit in the first read."""
-    with path.open("rb") as fh:
-        raw = fh.readline(_MAX_HEADER_BYTES + 1)
-    if len(raw) > _MAX_HEADER_BYTES and not raw.endswith(b"\n"):
-        # Count what was read: enough to say how wide the header is at least.
-        n = raw.count(sep.encode()) + 1
-        raise DataError(
-            f"{path}: the header line is longer than {_MAX_HEADER_BYTES // 2**20} MiB "
-            f"(at least {n:,} columns; anomtune reads at most {MAX_COLUMNS:,})"
-        )
-    try:
-        return raw.decode("utf-8-sig").rstrip("\r\n")
-    except UnicodeDecodeError as exc:
-        raise DataError(f"{path}: not a UTF-8 text file") from exc
-
-
-def _ragged_line(path: Path, sep: str, width: int) -> str:
-    """`` at line N`` for the first row whose field count differs from the header's."""
-    try:
-        with path.open(newline="", encoding="utf-8-sig", errors="replace") as fh:
-            reader = csv.reader(fh, delimiter=sep)
-            end = 0
-            for row in reader:
-                start, end = end + 1, reader.line_num
-                if row and len(row) != width:
-                    return f" at line {start}"
-    except (OSError, csv.Error):
-        pass
-    return ""
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip() or type(exc).__name__
-    return text.splitlines()[0]
-
-
-def _missing_column(
-    name: str, available: Sequence[str], what: str, source: str | None
-) -> DataError:
-    where = f"{source}: " if source else ""
-    hint = ""
-    names = [str(a) for a in available]
-    same_but_case = [a for a in names if a.casefold() == str(name).casefold()]
-    close = same_but_case[:1] or difflib.get_close_matches(name, names, n=1)
-    # A header read as one column that contains a likely separator means the
-    # file uses another separator; that explains the error better than a
-    # near-miss name (which would be the whole header line).
-    other = [s for s in _OTHER_SEPARATORS if len(available) == 1 and s in str(available[0])]
-    if other:
-        hint = f"; the file seems to use {other[0]!r} as the separator (pass --sep {other[0]!r})"
-    elif close:
-        hint = f"; did you mean {close[0]!r}?"
-    shown = ", ".join(repr(str(a)) for a in list(available)[:12])
-    more = f" and {len(available) - 12} more" if len(available) > 12 else ""
-    return DataError(f"{where}{what} {name!r} not found (columns: {shown}{more}){hint}")
 
 
 def table_from_frame(
     frame: pd.DataFrame,
+    *,
+    source: str | None = None,
+    **options,
+) -> Table:
+    """Build a :class:`Table` from a DataFrame; options as in :func:`read_table`.
+
+    Rows are taken in order; the frame's index is not used.
+    """
+    for name in ("sep", "decimal", "encoding"):
+        options.pop(name, None)
+    return _build_table(inputs.from_frame(frame, source=source), **options)
+
+
+def _build_table(
+    raw: RawTable,
     *,
     label: str | None = None,
     positive: object = None,
@@ -346,156 +290,141 @@ def table_from_frame(
     exclude: Iterable[str] = (),
     id_column: str | None = None,
     categorical: Iterable[str] = (),
-    source: str | None = None,
+    include: Iterable[str] = (),
+    roles: Mapping[str, str] | None = None,
+    max_levels: int = MAX_LEVELS,
+    time_features: bool = False,
+    drop_unlabeled: bool = False,
+    dedupe: bool = False,
 ) -> Table:
-    """Build a :class:`Table` from a DataFrame; see :func:`read_table`.
-
-    Rows are taken in order; the frame's index is not used.
-    """
-    return _build_table(
-        frame,
+    where = raw.where
+    if raw.frame.empty:
+        raise DataError(f"{where}no data rows")
+    notes: list[str] = []
+    counts: dict = {}
+    if raw.dialect is not None:
+        notes.append(f"read with {raw.dialect.describe()}")
+    if label is not None and label not in raw.frame.columns:
+        raise missing_column(label, list(raw.frame.columns), "label column", raw.source)
+    locate = raw.locate
+    if label is not None:
+        raw, dropped = _labeled_rows(raw, label, drop_unlabeled)
+        if dropped:
+            counts["unlabeled_dropped"] = dropped
+            notes.append(f"dropped {dropped:,} row(s) without a label (--drop-unlabeled)")
+    column_roles = inputs.infer_roles(
+        raw,
         label=label,
-        positive=positive,
+        id_column=id_column,
         features=features,
         exclude=exclude,
-        id_column=id_column,
+        include=include,
         categorical=categorical,
-        source=source,
-        locate=_row_locator,
+        roles=roles,
+        max_levels=max_levels,
+        time_features=time_features,
     )
-
-
-def _build_table(
-    frame: pd.DataFrame,
-    *,
-    label: str | None,
-    positive: object,
-    features: Sequence[str] | None,
-    exclude: Iterable[str],
-    id_column: str | None,
-    categorical: Iterable[str],
-    source: str | None,
-    locate: Callable[[int], str],
-) -> Table:
-    where = f"{source}: " if source else ""
-    columns = [str(c) for c in frame.columns]
-    # Positions, not index labels, identify rows from here on.
-    frame = frame.set_axis(columns, axis=1).reset_index(drop=True)
-    if len(set(columns)) != len(columns):
-        dupes = sorted({c for c in columns if columns.count(c) > 1})
-        raise DataError(f"{where}duplicate column names: {', '.join(map(repr, dupes))}")
-    if frame.empty:
-        raise DataError(f"{where}no data rows")
-
+    decimal = raw.dialect.decimal if raw.dialect else "."
+    spec = InputSpec.from_roles(column_roles, decimal)
+    if not spec.features:
+        left = "; ".join(f"{r.name}: {r.role} ({r.reason})" for r in column_roles[:8])
+        raise DataError(
+            f"{where}no feature columns left ({left}); keep a column with --include COLUMN"
+        )
+    notes.extend(_role_notes(column_roles))
+    feature_frame = spec.frame(raw.frame, locate=locate, where=where)
     labels = None
     positive_text = None
     if label is not None:
-        if label not in columns:
-            raise _missing_column(label, columns, "label column", source)
-        labels, positive_text = _parse_labels(frame[label], label, positive, where, locate)
-
-    if id_column is not None and id_column not in columns:
-        raise _missing_column(id_column, columns, "id column", source)
-    exclude = list(exclude)
-    for name in exclude:
-        if name not in columns:
-            raise _missing_column(name, columns, "excluded column", source)
-    reserved = {label, id_column}
-    if features is not None:
-        chosen = list(features)
-        twice = sorted({c for c in chosen if chosen.count(c) > 1})
-        if twice:
-            raise DataError(f"{where}feature column(s) listed twice: {', '.join(map(repr, twice))}")
-        for name in chosen:
-            if name not in columns:
-                raise _missing_column(name, columns, "feature column", source)
-            if name in reserved:
-                raise DataError(f"{where}column {name!r} cannot be both a feature and the label/id")
-        chosen = [c for c in chosen if c not in exclude]
-    else:
-        chosen = [c for c in columns if c not in reserved and c not in exclude]
-    if not chosen:
-        raise DataError(f"{where}no feature columns left (only the label/id/excluded columns)")
-
-    forced = set(categorical)
-    for name in forced:
-        if name not in chosen:
-            raise _missing_column(name, chosen, "categorical column", source)
-
-    feats = {}
-    cols = []
-    for name in chosen:
-        series, kind = _type_column(frame[name], name, name in forced, where, locate)
-        feats[name] = series
-        cols.append(Column(name, kind))
-    feature_frame = pd.DataFrame(feats, index=pd.RangeIndex(len(frame)))
-    schema = Schema(tuple(cols), label=label, positive=positive_text, id_column=id_column)
-    ids = frame[id_column].reset_index(drop=True) if id_column is not None else None
+        labels, positive_text = _parse_labels(raw.frame[label], label, positive, where)
+    keep = None
+    duplicated = feature_frame.assign(__label__=labels).duplicated(keep="first").to_numpy()
+    n_dupes = int(duplicated.sum())
+    if n_dupes:
+        counts["duplicate_rows"] = n_dupes
+        if dedupe:
+            keep = np.flatnonzero(~duplicated)
+            counts["duplicates_dropped"] = n_dupes
+            notes.append(f"dropped {n_dupes:,} exact duplicate row(s) (--dedupe)")
+        else:
+            notes.append(
+                f"{n_dupes:,} row(s) repeat an earlier row exactly; they may land in both the "
+                "training and the test rows (drop them with --dedupe)"
+            )
+    ids = raw.frame[spec.id_column].reset_index(drop=True) if spec.id_column else None
+    if keep is not None:
+        feature_frame = feature_frame.iloc[keep].reset_index(drop=True)
+        labels = labels[keep] if labels is not None else None
+        ids = ids.iloc[keep].reset_index(drop=True) if ids is not None else None
+    columns = tuple(Column(f.name, f.kind) for f in spec.features)
+    schema = Schema(
+        columns, label=label, positive=positive_text, id_column=spec.id_column, inputs=spec
+    )
     return Table(
         features=feature_frame,
         labels=labels,
         schema=schema,
         fingerprint=fingerprint(feature_frame, labels),
         ids=ids,
-        source=source,
+        source=raw.source,
+        roles=column_roles,
+        notes=notes,
+        dialect=raw.dialect,
+        counts=counts,
     )
 
 
-def _row_locator(position: int) -> str:
-    """Where a row of a DataFrame or Parquet file is: its 1-based row number."""
-    return f"row {int(position) + 1}"
+def _role_notes(roles: Sequence[ColumnRole]) -> list[str]:
+    """One line per kind of column left out, naming all of them."""
+    groups: dict[str, list[str]] = {}
+    for r in roles:
+        if r.role in ("constant", "empty", "id", "timestamp", "excluded") and not r.is_feature:
+            groups.setdefault(r.role, []).append(r.name)
+    what = {
+        "constant": "constant (dropped)",
+        "empty": "all missing (dropped)",
+        "id": "id, kept for output",
+        "timestamp": "timestamps, left out (derive features with --time-features)",
+        "excluded": "left out",
+    }
+    return [
+        f"{what[role]}: {', '.join(map(repr, names))}"
+        for role in ("id", "timestamp", "constant", "empty", "excluded")
+        if (names := groups.get(role))
+    ]
 
 
-class _CsvLines:
-    """Where a data row of a CSV file is: the line it starts on.
+def _labeled_rows(raw: RawTable, label: str, drop: bool) -> tuple[RawTable, int]:
+    """``raw`` without its unlabeled rows (with ``drop``), else an error if it has any."""
+    values = raw.frame[label]
+    present = inputs._present(values)
+    if present.all():
+        return raw, 0
+    missing = np.flatnonzero(~present)
+    if not drop:
+        shown = ", ".join(raw.locate(p) for p in missing[:_SHOWN_LINES])
+        more = ", ..." if len(missing) > _SHOWN_LINES else ""
+        raise DataError(
+            f"{raw.where}label column {label!r} has {len(missing):,} missing value(s) "
+            f"(at {shown}{more}); drop those rows with --drop-unlabeled"
+        )
+    kept = np.flatnonzero(present)
+    frame = raw.frame.iloc[kept].reset_index(drop=True)
+    original = raw.locate
 
-    The file is read again only when an error needs a line number, and only
-    up to that row. Blank lines (which the CSV reader skips) and quoted
-    fields spanning several lines are counted, so the number is the one an
-    editor shows.
-    """
+    def locate(position: int) -> str:
+        return original(int(kept[int(position)]))
 
-    def __init__(self, path: Path, sep: str):
-        self.path = path
-        self.sep = sep
-
-    def __call__(self, position: int) -> str:
-        position = int(position)
-        try:
-            with self.path.open(newline="", encoding="utf-8-sig", errors="replace") as fh:
-                reader = csv.reader(fh, delimiter=self.sep)
-                end = 0
-                row_number = -1  # the header is row -1, the first data row 0
-                for row in reader:
-                    start, end = end + 1, reader.line_num
-                    if not row:
-                        continue
-                    if row_number == position:
-                        return f"line {start}"
-                    row_number += 1
-        except (OSError, csv.Error):
-            pass
-        return f"data row {position + 1}"
+    return RawTable(frame, raw.source, raw.dialect, locate), len(missing)
 
 
 def _parse_labels(
-    values: pd.Series, name: str, positive: object, where: str, locate: Callable[[int], str]
+    values: pd.Series, name: str, positive: object, where: str
 ) -> tuple[np.ndarray, str]:
-    missing = values.isna().to_numpy()
-    if missing.any():
-        raise DataError(
-            f"{where}label column {name!r} has a missing value at "
-            f"{locate(np.flatnonzero(missing)[0])}"
-        )
-    text = values.map(_label_text)
+    text = pd.Series(inputs.to_categories(values), dtype=object)
     found = sorted(text.unique().tolist())
     if positive is not None:
-        want = _label_text(positive)
-        if want not in found:
-            # "1.0" on the command line names the label 1 of a numeric column.
-            number = pd.to_numeric(pd.Series([want]), errors="coerce").iloc[0]
-            if pd.notna(number) and _label_text(float(number)) in found:
-                want = _label_text(float(number))
+        want = category_text(positive)
         if want not in found:
             raise DataError(
                 f"{where}positive label {want!r} does not occur in column {name!r} "
@@ -503,10 +432,11 @@ def _parse_labels(
             )
         return (text == want).to_numpy().astype(np.int8), want
     lowered = {f.lower() for f in found}
+    true_words, false_words = inputs.TRUE_WORDS - {"1"}, inputs.FALSE_WORDS - {"0"}
     if lowered <= {"0", "1"}:
         want = "1"
-    elif lowered <= _TRUE_WORDS | _FALSE_WORDS and len(lowered & _TRUE_WORDS) <= 1:
-        want = next((f for f in found if f.lower() in _TRUE_WORDS), "true")
+    elif lowered <= true_words | false_words and len(lowered & true_words) <= 1:
+        want = next((f for f in found if f.lower() in true_words), "true")
     else:
         raise DataError(
             f"{where}cannot tell which value of label column {name!r} marks an anomaly "
@@ -516,80 +446,9 @@ def _parse_labels(
     return (text.str.lower() == want.lower()).to_numpy().astype(np.int8), want
 
 
-def _label_text(value: object) -> str:
-    if isinstance(value, (bool, np.bool_)):
-        return "true" if value else "false"
-    if isinstance(value, (float, np.floating)) and float(value).is_integer():
-        return str(int(value))
-    return str(value).strip()
-
-
 def _show_values(values: Sequence[str], limit: int = 8) -> str:
     shown = ", ".join(repr(v) for v in values[:limit])
     return shown + (f" and {len(values) - limit} more" if len(values) > limit else "")
-
-
-def _type_column(
-    series: pd.Series,
-    name: str,
-    force_categorical: bool,
-    where: str,
-    locate: Callable[[int], str],
-):
-    if series.isna().all():
-        raise DataError(
-            f"{where}column {name!r} has no values (all missing); leave it out with --exclude"
-        )
-    if force_categorical:
-        return _as_category_text(series), CATEGORICAL
-    if pd.api.types.is_bool_dtype(series):
-        return series.astype("float64"), NUMERIC
-    if pd.api.types.is_numeric_dtype(series):
-        values = series.astype("float64")
-        _reject_infinite(values, name, where, locate)
-        return values, NUMERIC
-    text = series.astype("string")
-    parsed = pd.to_numeric(text.str.strip(), errors="coerce")
-    present = text.notna() & (text.str.strip() != "")
-    n_present = int(present.sum())
-    bad = present & parsed.isna()
-    if n_present and not bad.any():
-        values = parsed.astype("float64")
-        _reject_infinite(values, name, where, locate)
-        return values, NUMERIC
-    if n_present and (n_present - int(bad.sum())) / n_present >= _NUMERIC_SHARE:
-        pos = int(np.flatnonzero(bad.to_numpy())[0])
-        raise DataError(
-            f"{where}column {name!r} is numeric but has the non-numeric value "
-            f"{str(text.iloc[pos])!r} at {locate(pos)}"
-        )
-    return _as_category_text(series), CATEGORICAL
-
-
-def _as_category_text(series: pd.Series) -> pd.Series:
-    out = series.astype("object").where(series.notna(), None)
-    return out.map(lambda v: None if v is None else _label_text(v)).astype("object")
-
-
-def _reject_infinite(
-    values: pd.Series, name: str, where: str, locate: Callable[[int], str]
-) -> None:
-    arr = values.to_numpy(dtype="float64", na_value=np.nan)
-    inf = np.isinf(arr)
-    if inf.any():
-        pos = int(np.flatnonzero(inf)[0])
-        raise DataError(
-            f"{where}column {name!r} has an infinite value at {locate(pos)}; "
-            "anomtune does not guess what it means: fix it or leave the cell empty"
-        )
-    with np.errstate(invalid="ignore"):
-        huge = np.abs(arr) > _FLOAT32_MAX
-    if huge.any():
-        pos = int(np.flatnonzero(huge)[0])
-        raise DataError(
-            f"{where}column {name!r} has a value too large for float32 ({arr[pos]:.3g}) "
-            f"at {locate(pos)}; models compute in float32, where it would be infinite"
-        )
 
 
 def fingerprint(features: pd.DataFrame, labels: np.ndarray | None = None) -> str:
@@ -685,7 +544,7 @@ def split_rows(
             rest, test_size=second, stratify=labels[rest], random_state=seed
         )
     except ValueError as exc:
-        raise DataError(f"{too_few} ({_first_line(exc)})") from exc
+        raise DataError(f"{too_few} ({first_line(exc)})") from exc
     # Rounding can leave a small part with one class only; every metric and
     # the threshold would then be undefined, so say so here.
     for part, rows in (("validation", val), ("test", test)):

@@ -409,6 +409,7 @@ def export_run(run_dir: str | Path, path: str | Path | None = None) -> tuple[byt
     from anomtune.data import read_table
     from anomtune.persist import load_model
     from anomtune.pipeline import prepare
+    from anomtune.tuning import read_options
 
     run_dir = Path(run_dir)
     try:
@@ -421,16 +422,7 @@ def export_run(run_dir: str | Path, path: str | Path | None = None) -> tuple[byt
         raise ExportError(f"{run_dir}: the run has no best model to export")
     detector, preprocessor, _ = load_model(run_dir / "model")
     cfg = summary["config"]
-    table = read_table(
-        cfg["data"],
-        label=cfg["label"],
-        positive=cfg.get("positive"),
-        features=cfg.get("features"),
-        exclude=cfg.get("exclude") or (),
-        id_column=cfg.get("id_column"),
-        categorical=cfg.get("categorical") or (),
-        sep=cfg.get("sep", ","),
-    )
+    table = read_table(cfg["data"], **read_options(cfg))
     if table.fingerprint != summary["data"]["fingerprint"]:
         raise ExportError(
             f"{cfg['data']} has changed since the run (fingerprint differs); "

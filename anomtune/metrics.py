@@ -143,4 +143,5 @@ def evaluate(labels, scores, threshold: float | None = None) -> dict:
     if threshold is not None:
         at = f1_at(labels, scores, threshold)
         out.update(f1=at["f1"], precision=at["precision"], recall=at["recall"])
+        out["flagged"] = float(np.mean(np.asarray(scores) > threshold)) if len(scores) else 0.0
     return out

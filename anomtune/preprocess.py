@@ -64,9 +64,7 @@ class Preprocessor:
                     )
                 columns.append(Column(col.name, CATEGORICAL, vocab))
         self.medians_ = medians
-        self.schema_ = Schema(
-            tuple(columns), self.schema.label, self.schema.positive, self.schema.id_column
-        )
+        self.schema_ = self.schema.with_columns(columns)
         return self
 
     def _check_columns(self, frame: pd.DataFrame) -> None:

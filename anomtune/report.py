@@ -206,6 +206,7 @@ def _trials_from_study(study) -> list[_Trial]:
 
 def _read_data(summary: dict, data: str | None):
     from anomtune.data import read_table
+    from anomtune.tuning import read_options
 
     cfg = summary["config"]
     path = data or cfg.get("data")
@@ -217,16 +218,7 @@ def _read_data(summary: dict, data: str | None):
         raise ConfigError(
             f"the run's data file {path} is not there; give its current path with --data"
         )
-    table = read_table(
-        path,
-        label=cfg.get("label"),
-        positive=cfg.get("positive"),
-        features=cfg.get("features"),
-        exclude=cfg.get("exclude") or [],
-        id_column=cfg.get("id_column"),
-        categorical=cfg.get("categorical") or [],
-        sep=cfg.get("sep") or ",",
-    )
+    table = read_table(path, **read_options(cfg))
     recorded = summary["data"].get("fingerprint")
     if table.fingerprint != recorded:
         raise DataError(

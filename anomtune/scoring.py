@@ -14,8 +14,17 @@ import numpy as np
 import pandas as pd
 
 from anomtune.errors import DataError
+from anomtune.inputs import InputSpec, category_text, features_feeds
 
-__all__ = ["ScoreResult", "Scorer", "category_text", "encode_frame", "load_scorer", "open_model"]
+__all__ = [
+    "ScoreResult",
+    "Scorer",
+    "category_text",
+    "encode_frame",
+    "flag_rate_warning",
+    "load_scorer",
+    "open_model",
+]
 
 # Large inputs run in slices of about SLICE_VALUES encoded values (rows times
 # encoded features, rounded down to a power of two of rows, at most
@@ -25,8 +34,6 @@ SLICE_VALUES = 1 << 18
 SLICE_ROWS = 4096
 # Inputs of at least this many slices are scored on several threads at once.
 PARALLEL_SLICES = 4
-# Rows per step when a column-major matrix is copied to row-major.
-_TRANSPOSE_ROWS = 256
 
 
 @dataclass
@@ -74,30 +81,45 @@ class Scorer:
         self.categorical: list[str] = list(self.metadata["inputs"]["categorical"])
         self.feature_names: list[str] = list(self.metadata["feature_names"])
         self.threshold: float = float(self.metadata["threshold"])
+        spec = (self.metadata.get("schema") or {}).get("inputs")
+        #: How the raw columns become the graph's inputs (anomtune.inputs).
+        self.spec: InputSpec = (
+            InputSpec.from_dict(spec)
+            if spec
+            else InputSpec.plain(self.numeric, self.categorical, self.feature_names)
+        )
         width = self.metadata.get("architecture", {}).get("n_encoded_features")
         #: Rows per session call when scoring a large input (see :meth:`run`).
         self.slice_rows: int = slice_rows(int(width or len(self.feature_names)))
 
+    @property
+    def columns(self) -> list[str]:
+        """The raw columns the model reads."""
+        return self.spec.sources
+
+    @property
+    def validation_flag_rate(self) -> float | None:
+        """The share of the validation rows the model flagged at its threshold."""
+        val = (self.metadata.get("metrics") or {}).get("val") or {}
+        rate = val.get("flagged")
+        return float(rate) if rate is not None else None
+
+    def flag_rate_warning(self, flagged: int, rows: int) -> str | None:
+        """A one-line warning when far more rows were flagged than on validation."""
+        return flag_rate_warning(flagged, rows, self.validation_flag_rate)
+
     def check_columns(self, columns) -> None:
-        """Raise naming the first feature column that ``columns`` lacks."""
-        present = set(map(str, columns))
-        missing = [c for c in self.feature_names if c not in present]
-        if missing:
-            import difflib
+        """Raise naming the first column the model reads that ``columns`` lacks."""
+        self.spec.check_columns(columns)
 
-            more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
-            unused = [c for c in map(str, columns) if c not in set(self.feature_names)]
-            close = difflib.get_close_matches(missing[0], unused, n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else ""
-            raise DataError(f"missing feature column {missing[0]!r}{more}{hint}")
-
-    def feeds(self, frame: pd.DataFrame) -> dict:
-        """The graph's inputs from a DataFrame (columns by name, any order, extras ignored)."""
-        self.check_columns(frame.columns)
-        return encode_frame(frame, self.numeric, self.categorical)
+    def feeds(self, frame) -> dict:
+        """The graph's inputs from raw columns (a DataFrame or a mapping of columns;
+        by name, any order, extras ignored), converted by :mod:`anomtune.inputs`."""
+        return self.spec.feeds(frame)
 
     def score(self, data) -> ScoreResult:
-        """Score a DataFrame (columns by name) or a 2-d numeric array in schema order."""
+        """Score a DataFrame of raw columns (by name), or a 2-d numeric array of the
+        model's features in schema order."""
         if not isinstance(data, pd.DataFrame):
             array = np.asarray(data)
             if array.ndim != 2 or array.shape[1] != len(self.feature_names):
@@ -105,8 +127,13 @@ class Scorer:
                     f"expected a 2-d array with {len(self.feature_names)} columns, "
                     f"got shape {array.shape}"
                 )
-            data = pd.DataFrame(array, columns=self.feature_names, copy=False)
-        if len(data) == 0:
+            frame = pd.DataFrame(array, columns=self.feature_names, copy=False)
+            feeds = features_feeds(frame, self.numeric, self.categorical)
+        else:
+            if len(data) == 0:
+                self.check_columns(data.columns)
+            feeds = self.feeds(data) if len(data) else None
+        if feeds is None or len(feeds["numeric"]) == 0:
             empty = np.zeros(0, dtype=np.float32)
             return ScoreResult(
                 empty,
@@ -114,7 +141,7 @@ class Scorer:
                 np.zeros((0, len(self.feature_names)), np.float32),
                 self.feature_names,
             )
-        score, errors, label = self.run(self.feeds(data))
+        score, errors, label = self.run(feeds)
         return ScoreResult(score, label, errors, self.feature_names)
 
     def run(self, feeds: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -169,85 +196,33 @@ def slice_rows(width: int) -> int:
 
 
 def encode_frame(frame: pd.DataFrame, numeric: list[str], categorical: list[str]) -> dict:
-    """Graph inputs: ``numeric`` float32 (NaN for missing) and ``categorical`` strings.
+    """Graph inputs from a frame of already converted features (a :class:`Table`'s)."""
+    return features_feeds(frame, numeric, categorical)
 
-    Numeric columns read as text are parsed; a value that is not a number, or
-    an infinite one, is an error naming the column and row.
+
+# Far more flags than on validation: at least this share of the rows, and this many
+# times the validation rate (and this many rows scored) before a warning.
+FLAG_RATE_MARGIN = 0.05
+FLAG_RATE_FACTOR = 2.0
+FLAG_RATE_ROWS = 100
+
+
+def flag_rate_warning(flagged: int, rows: int, expected: float | None) -> str | None:
+    """Why the flagged share of ``rows`` looks wrong, or None when it does not.
+
+    A share above ``FLAG_RATE_FACTOR`` times the validation rate plus
+    ``FLAG_RATE_MARGIN`` usually means drift or a broken column, not a wave of
+    anomalies.
     """
-    block = _numeric_block(frame, numeric)
-    if block is None:
-        block = np.empty((len(frame), len(numeric)), dtype=np.float32)
-        for j, name in enumerate(numeric):
-            block[:, j] = _numeric_column(frame[name], name)
-    feeds = {"numeric": block}
-    if categorical:
-        cats = frame[categorical].astype("object")
-        cats = cats.where(cats.notna(), "")
-        feeds["categorical"] = cats.map(category_text).to_numpy(dtype=object).astype(str)
-    return feeds
-
-
-def _numeric_column(column: pd.Series, name: str) -> np.ndarray:
-    """One numeric column as float32, text parsed; raises naming the first bad row."""
-    if not (pd.api.types.is_numeric_dtype(column) or pd.api.types.is_bool_dtype(column)):
-        parsed = pd.to_numeric(column, errors="coerce")
-        bad = parsed.isna() & column.notna()
-        if bad.any():
-            pos = int(np.flatnonzero(bad.to_numpy())[0])
-            raise DataError(
-                f"column {name!r} is numeric but row {pos + 1} holds {str(column.iloc[pos])!r}"
-            )
-        column = parsed
-    with np.errstate(over="ignore"):
-        values = column.to_numpy(dtype=np.float64, na_value=np.nan).astype(np.float32)
-    # Checked after the cast: a value beyond float32's range becomes infinite.
-    bad = np.isinf(values)
-    if bad.any():
-        pos = int(np.flatnonzero(bad)[0])
-        raise DataError(f"column {name!r} has an infinite or out-of-range value at row {pos + 1}")
-    return values
-
-
-def _numeric_block(frame: pd.DataFrame, numeric: list[str]) -> np.ndarray | None:
-    """The numeric columns as one C-ordered float32 matrix, when every one of them
-    has a numeric dtype and no value is infinite; else None (the caller then
-    goes column by column, which parses text and names a bad value)."""
-    if not numeric or frame.columns.has_duplicates:
+    if expected is None or rows < FLAG_RATE_ROWS:
         return None
-    source = frame if list(frame.columns) == numeric else frame[numeric]
-    if not all(
-        pd.api.types.is_numeric_dtype(t) or pd.api.types.is_bool_dtype(t) for t in source.dtypes
-    ):
+    share = flagged / rows
+    if share <= FLAG_RATE_FACTOR * expected + FLAG_RATE_MARGIN:
         return None
-    with np.errstate(over="ignore", invalid="ignore"):
-        values = source.to_numpy(dtype=np.float32, na_value=np.nan)
-    block = _c_ordered(values)
-    if np.isinf(block).any():
-        return None
-    return block
-
-
-def _c_ordered(values: np.ndarray) -> np.ndarray:
-    """``values`` in C order. pandas hands a frame's matrix over column-major;
-    transposing it in slices of :data:`_TRANSPOSE_ROWS` rows, each copied to a
-    compact buffer first, keeps the reads in the cache."""
-    if values.flags.c_contiguous:
-        return values
-    if not values.flags.f_contiguous or len(values) <= _TRANSPOSE_ROWS:
-        return np.ascontiguousarray(values)
-    out = np.empty(values.shape, dtype=values.dtype)
-    columns = values.T  # C-contiguous [n_columns, n_rows]
-    for start in range(0, len(values), _TRANSPOSE_ROWS):
-        stop = start + _TRANSPOSE_ROWS
-        out[start:stop] = columns[:, start:stop].copy().T
-    return out
-
-
-def category_text(value) -> str:
-    """The text a categorical value is looked up by (``1.0`` reads as ``"1"``)."""
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    return str(value)
+    return (
+        f"{share:.1%} of the rows were flagged, against {expected:.1%} of the validation rows: "
+        "the data may have drifted or a column may be broken (check with score --explain)"
+    )
 
 
 def _first_line(exc: BaseException) -> str:

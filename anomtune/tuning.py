@@ -42,6 +42,7 @@ import numpy as np
 from anomtune import __version__
 from anomtune.data import Table, read_table, stratified_folds, training_rows
 from anomtune.errors import AnomtuneError, ConfigError, TrainingError
+from anomtune.inputs import MAX_LEVELS
 from anomtune.metrics import auc_pr, auc_roc, best_f1_threshold, evaluate
 from anomtune.persist import replace_dir, save_model, write_json_atomic
 from anomtune.pipeline import Prepared, check_param_names, prepare
@@ -56,6 +57,7 @@ __all__ = [
     "TuneConfig",
     "TuneResult",
     "open_storage",
+    "read_options",
     "refine_trials",
     "run_study",
 ]
@@ -88,7 +90,15 @@ class TuneConfig:
     exclude: list[str] = field(default_factory=list)
     id_column: str | None = None
     categorical: list[str] = field(default_factory=list)
-    sep: str = ","
+    include: list[str] = field(default_factory=list)
+    roles: dict[str, str] = field(default_factory=dict)
+    max_levels: int = MAX_LEVELS
+    time_features: bool = False
+    drop_unlabeled: bool = False
+    dedupe: bool = False
+    sep: str | None = None
+    decimal: str | None = None
+    encoding: str | None = None
     metric: str = "auc-roc"
     objectives: list[str] | None = None
     tolerance: float = 0.005
@@ -109,16 +119,7 @@ class TuneConfig:
     patience: int = PATIENCE
 
     def read(self) -> Table:
-        return read_table(
-            self.data,
-            label=self.label,
-            positive=self.positive,
-            features=self.features,
-            exclude=self.exclude,
-            id_column=self.id_column,
-            categorical=self.categorical,
-            sep=self.sep,
-        )
+        return read_table(self.data, **read_options(asdict(self)))
 
     def check(self) -> None:
         if self.sampler not in SAMPLERS:
@@ -151,6 +152,34 @@ class TuneConfig:
                 )
             if self.cv is not None:
                 raise ConfigError("--objectives cannot be combined with --cv")
+
+
+#: The run configuration's keys that say how the data is read (``read_table``'s arguments).
+READ_OPTIONS = (
+    "label",
+    "positive",
+    "features",
+    "exclude",
+    "id_column",
+    "categorical",
+    "include",
+    "roles",
+    "max_levels",
+    "time_features",
+    "drop_unlabeled",
+    "dedupe",
+    "sep",
+    "decimal",
+    "encoding",
+)
+
+
+def read_options(config: dict) -> dict:
+    """``read_table``'s arguments from a run configuration (a recorded ``config`` dict)."""
+    out = {k: config[k] for k in READ_OPTIONS if k in config and config[k] is not None}
+    for key in ("exclude", "categorical", "include"):
+        out[key] = out.get(key) or ()
+    return out
 
 
 @dataclass
@@ -664,7 +693,7 @@ def _key(params: dict) -> str:
     return repr(sorted(params.items()))
 
 
-def _build(config: TuneConfig):
+def _build(config: TuneConfig, on_table: Callable[[Table], None] | None = None):
     table = config.read()
     if table.labels is None:
         if config.cv or config.objectives:
@@ -677,6 +706,8 @@ def _build(config: TuneConfig):
     space = default_space(prepared.X.shape[1])
     if config.space:
         space = load_space(config.space, base=space)
+    if on_table is not None:
+        on_table(table)
     return table, prepared, space
 
 
@@ -725,12 +756,15 @@ def run_study(
     config: TuneConfig,
     *,
     on_progress: Callable[[dict], None] | None = None,
+    on_table: Callable[[Table], None] | None = None,
     argv: list[str] | None = None,
 ) -> TuneResult:
     """Run (or resume) a study, refit the best trial and write the run folder.
 
-    ``on_progress`` receives a dict (trials done of total, pruned, failed,
-    best value, elapsed seconds) after every trial.
+    ``on_table`` receives the table once it is read (its roles table and
+    notes, for showing before the search); ``on_progress`` receives a dict
+    (trials done of total, pruned, failed, best value, elapsed seconds)
+    after every trial.
     """
     import optuna
 
@@ -740,7 +774,7 @@ def run_study(
     optuna.logging.disable_default_handler()
     optuna.logging.enable_propagation()
     started = time.perf_counter()
-    table, prepared, space = _build(config)
+    table, prepared, space = _build(config, on_table)
     if config.study is None:
         config.study = Path(config.data).stem or "study"
     out = Path(config.out) if config.out else Path("runs") / config.study
@@ -955,6 +989,8 @@ def _finish(
         "command": argv,
         "config": {k: v for k, v in asdict(config).items() if k != "enqueue"},
         "data": table.describe(),
+        "columns": [r.to_dict() for r in table.roles],
+        "notes": list(table.notes),
         "split": prepared.split.describe(),
         "train_on": config.train_on,
         "cv": config.cv,

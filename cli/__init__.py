@@ -13,6 +13,7 @@ import sys
 import click
 
 from anomtune import __version__
+from anomtune.cli.columns import columns_command
 from anomtune.cli.datasets import datasets_command
 from anomtune.cli.export import export_command
 from anomtune.cli.fit import fit_command
@@ -49,6 +50,7 @@ def cli(ctx: click.Context, debug: bool) -> None:
     )
 
 
+cli.add_command(columns_command)
 cli.add_command(fit_command)
 cli.add_command(registry_group)
 cli.add_command(tune_command)

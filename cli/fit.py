@@ -11,6 +11,7 @@ from anomtune.cli.options import (
     load_table,
     parse_params,
     print_json,
+    read_kwargs,
     train_on_option,
 )
 
@@ -35,20 +36,7 @@ __all__ = ["fit_command"]
     help="Detector parameter, e.g. --param variant=vae --param epochs=100 (repeatable).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-def fit_command(
-    data,
-    label,
-    positive,
-    features,
-    exclude,
-    id_column,
-    categorical,
-    sep,
-    seed,
-    train_on,
-    params,
-    as_json,
-):
+def fit_command(data, seed, train_on, params, as_json, **data_opts):
     """Fit one autoencoder on DATA and report validation and test metrics.
 
     The data are split 60/20/20 (stratified, seeded); the detector trains on
@@ -62,9 +50,9 @@ def fit_command(
     from anomtune.errors import ConfigError
     from anomtune.pipeline import fit_detector, prepare, report
 
-    if label is None:
+    if data_opts["label"] is None:
         raise ConfigError("fit needs --label: metrics are computed against labeled anomalies")
-    table = load_table(data, label, positive, features, exclude, id_column, categorical, sep)
+    table = load_table(data, **read_kwargs(**data_opts))
     started = time.perf_counter()
     prepared = prepare(table, seed=seed, train_on=train_on)
     detector = fit_detector(prepared, parse_params(params), seed=seed)

@@ -10,15 +10,20 @@ import click
 
 from anomtune.data import Table, read_table
 from anomtune.errors import ConfigError
+from anomtune.inputs import MAX_LEVELS
 
 __all__ = [
+    "DATA_OPTIONS",
+    "csv_options",
     "data_options",
     "load_table",
     "parse_params",
+    "pop_data_options",
     "print_json",
     "read_kwargs",
     "split_names",
     "train_on_option",
+    "with_csv_options",
 ]
 
 
@@ -58,35 +63,131 @@ def data_options(func: Callable) -> Callable:
             help="Columns to one-hot encode even if they look numeric.",
         ),
         click.option(
-            "--sep",
-            default=",",
-            show_default=True,
-            help="CSV field separator (one character; '\\t' or 'tab' for a tab).",
+            "--include",
+            multiple=True,
+            metavar="COLS",
+            help="Keep these as features although inference would leave them out "
+            "(an id, a timestamp, a text column with many values).",
         ),
+        click.option(
+            "--role",
+            "roles",
+            multiple=True,
+            metavar="COLUMN=ROLE",
+            help="Force a column's role: numeric, boolean, categorical, timestamp, id "
+            "or excluded (repeatable). 'anomtune columns' shows the inferred roles.",
+        ),
+        click.option(
+            "--max-levels",
+            type=int,
+            default=MAX_LEVELS,
+            show_default=True,
+            help="Leave out text columns with more distinct values than this.",
+        ),
+        click.option(
+            "--time-features",
+            is_flag=True,
+            help="Turn timestamp columns into hour, weekday, day and month features "
+            "(default: timestamps are left out).",
+        ),
+        click.option(
+            "--drop-unlabeled",
+            is_flag=True,
+            help="Drop rows whose label is missing (counted in the summary).",
+        ),
+        click.option(
+            "--dedupe",
+            is_flag=True,
+            help="Drop rows that repeat an earlier row exactly, before the split.",
+        ),
+        *csv_options(),
     ]
     for option in reversed(options):
         func = option(func)
     return func
 
 
-def load_table(
-    data: str,
-    label: str | None,
-    positive: str | None,
-    features: tuple[str, ...],
-    exclude: tuple[str, ...],
-    id_column: str | None,
-    categorical: tuple[str, ...],
-    sep: str,
-) -> Table:
-    return read_table(
-        data,
-        **read_kwargs(label, positive, features, exclude, id_column, categorical, sep),
-    )
+def csv_options() -> list:
+    """How to read a CSV file; every one is sniffed from the file when not given."""
+    return [
+        click.option(
+            "--sep",
+            default=None,
+            help="CSV field separator (one character; '\\t' or 'tab' for a tab). "
+            "Default: sniffed (',', ';', tab or '|').",
+        ),
+        click.option(
+            "--decimal",
+            type=click.Choice([".", ","]),
+            default=None,
+            help="Decimal mark of numbers in a CSV file. Default: sniffed "
+            "(',' for files like '1,5;2' from spreadsheets set to a comma locale).",
+        ),
+        click.option(
+            "--encoding",
+            default=None,
+            help="Text encoding of a CSV file (utf-8, latin-1, cp1252, utf-16, ...). "
+            "Default: sniffed (UTF-8, else Windows-1252).",
+        ),
+    ]
 
 
-def read_kwargs(label, positive, features, exclude, id_column, categorical, sep) -> dict:
+def with_csv_options(func: Callable) -> Callable:
+    for option in reversed(csv_options()):
+        func = option(func)
+    return func
+
+
+#: The data options' names, in the order the command functions take them.
+DATA_OPTIONS = (
+    "label",
+    "positive",
+    "features",
+    "exclude",
+    "id_column",
+    "categorical",
+    "include",
+    "roles",
+    "max_levels",
+    "time_features",
+    "drop_unlabeled",
+    "dedupe",
+    "sep",
+    "decimal",
+    "encoding",
+)
+
+
+def pop_data_options(params: dict) -> dict:
+    """Take the data options out of a command's parameters, as ``read_table`` arguments."""
+    values = {name: params.pop(name) for name in DATA_OPTIONS}
+    return read_kwargs(**values)
+
+
+def load_table(data: str, **read_options) -> Table:
+    return read_table(data, **read_options)
+
+
+def read_kwargs(
+    label=None,
+    positive=None,
+    features=(),
+    exclude=(),
+    id_column=None,
+    categorical=(),
+    sep=None,
+    include=(),
+    roles=(),
+    max_levels=MAX_LEVELS,
+    time_features=False,
+    drop_unlabeled=False,
+    dedupe=False,
+    decimal=None,
+    encoding=None,
+) -> dict:
     """The keyword arguments of ``read_table`` from the data options' values."""
+    from anomtune.inputs import parse_role_overrides
+
     return {
         "label": label,
         "positive": positive,
@@ -94,7 +195,15 @@ def read_kwargs(label, positive, features, exclude, id_column, categorical, sep)
         "exclude": split_names(exclude),
         "id_column": id_column,
         "categorical": split_names(categorical),
+        "include": split_names(include),
+        "roles": parse_role_overrides(roles),
+        "max_levels": max_levels,
+        "time_features": time_features,
+        "drop_unlabeled": drop_unlabeled,
+        "dedupe": dedupe,
         "sep": sep,
+        "decimal": decimal,
+        "encoding": encoding,
     }
 
 

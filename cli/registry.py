@@ -350,7 +350,7 @@ def compare_command(name, a, b, registry, registry_files, as_json):
 @click.option("--data", type=click.Path(dir_okay=False), help="Labeled CSV for the gate.")
 @click.option("--label", metavar="COLUMN", help="Label column of --data.")
 @click.option("--positive", metavar="VALUE", help="Label value that marks an anomaly.")
-@click.option("--sep", default=",", show_default=True, help="CSV field separator of --data.")
+@click.option("--sep", default=None, help="CSV field separator of --data (default: sniffed).")
 @click.option("--reason", default="", help="Why, for the alias history.")
 @registry_options
 @json_option

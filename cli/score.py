@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from anomtune.cli.options import print_json
+from anomtune.cli.options import print_json, with_csv_options
 
 __all__ = ["score_command"]
 
@@ -39,7 +39,12 @@ class _Rate:
     show_default=True,
     help="Output CSV or .parquet file; - writes CSV to stdout.",
 )
-@click.option("--id-column", metavar="COLUMN", help="Column to copy into the output as row id.")
+@click.option(
+    "--id-column",
+    metavar="COLUMN",
+    help="Column to copy into the output as row id (default: the model's id column "
+    "when the file has it, else the row number).",
+)
 @click.option(
     "--explain",
     type=int,
@@ -57,7 +62,7 @@ class _Rate:
 )
 @click.option("--label", metavar="COLUMN", help="Label column for --evaluate/--threshold-at-fpr.")
 @click.option("--evaluate", is_flag=True, help="Report AUC-ROC, AUC-PR and F1 against --label.")
-@click.option("--sep", default=",", show_default=True, help="CSV field separator.")
+@with_csv_options
 @click.option(
     "--threads",
     type=int,
@@ -90,6 +95,8 @@ def score_command(
     label,
     evaluate,
     sep,
+    decimal,
+    encoding,
     threads,
     registry,
     registry_files,
@@ -128,11 +135,15 @@ def score_command(
             threshold=threshold,
             fpr=fpr,
             sep=sep,
+            decimal=decimal,
+            encoding=encoding,
             on_progress=rate,
         )
     finally:
         rate.close()
     summary = result.to_dict()
+    if result.flag_rate_warning:
+        click.echo(f"anomtune: warning: {result.flag_rate_warning}", err=True)
     if as_json:
         print_json(summary, err=True)
         return

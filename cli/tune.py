@@ -10,6 +10,7 @@ from pathlib import Path
 
 import click
 
+from anomtune.cli.columns import print_roles
 from anomtune.cli.options import (
     data_options,
     print_json,
@@ -190,13 +191,6 @@ def _clock(seconds: float) -> str:
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 def tune_command(
     data,
-    label,
-    positive,
-    features,
-    exclude,
-    id_column,
-    categorical,
-    sep,
     metric,
     objectives,
     tolerance,
@@ -220,6 +214,7 @@ def tune_command(
     report_path,
     quiet,
     as_json,
+    **data_opts,
 ):
     """Find the best autoencoder for DATA, judged on labeled validation rows.
 
@@ -251,7 +246,7 @@ def tune_command(
         _check_report_path(Path(report_path), data)
     config = TuneConfig(
         data=data,
-        **read_kwargs(label, positive, features, exclude, id_column, categorical, sep),
+        **read_kwargs(**data_opts),
         metric=metric,
         objectives=split_names((objectives,)) if objectives else None,
         tolerance=tolerance,
@@ -270,15 +265,25 @@ def tune_command(
         workspace=workspace,
         out=out,
     )
-    if label is None:
+    if data_opts["label"] is None:
         click.echo(
             "anomtune: note: no --label given, so trials are compared on the validation "
             "reconstruction error and the threshold is the training-score quantile",
             err=True,
         )
     progress = _ProgressLine(quiet or as_json)
+
+    def show_columns(table) -> None:
+        if not (quiet or as_json):
+            print_roles(table, err=True)
+
     try:
-        result = run_study(config, on_progress=progress, argv=["anomtune", *sys.argv[1:]])
+        result = run_study(
+            config,
+            on_progress=progress,
+            on_table=show_columns,
+            argv=["anomtune", *sys.argv[1:]],
+        )
     finally:
         progress.close()
     summary = result.summary

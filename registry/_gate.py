@@ -62,7 +62,7 @@ class Gate:
     data: str
     label: str
     positive: str | None = None
-    sep: str = ","
+    sep: str | None = None
     if_better: bool = False
     metric: str = "auc-pr"
     floors: dict[str, float] = field(default_factory=dict)
@@ -171,42 +171,53 @@ def _fmt(value: float) -> str:
     return f"{value:.4f}"
 
 
-def _metrics(model: bytes, source: str, frame, labels: np.ndarray) -> dict[str, float]:
+def _metrics(model: bytes, source: str, gate_data: str, label: str, positive, sep) -> dict:
+    """A model's metrics on a labeled file, streamed in chunks like ``anomtune score``."""
+    from anomtune.batch import labeled_scores
     from anomtune.metrics import auc_pr, auc_roc
     from anomtune.scoring import load_scorer
 
     try:
-        result = load_scorer(model).score(frame)
+        scores, flagged, truth = labeled_scores(
+            load_scorer(model), gate_data, label, positive=positive, sep=sep
+        )
     except DataError as exc:
         raise DataError(f"{source}: {exc}") from exc
-    scores = np.asarray(result.score, dtype=np.float64)
-    flagged = np.asarray(result.is_anomaly, dtype=bool)
-    truth = labels.astype(bool)
+    labels = truth.astype(np.int8)
+    if labels.min() == labels.max():
+        raise DataError(
+            f"{gate_data}: label column {label!r} has only one class; "
+            "the gate needs labeled anomalies and normal rows"
+        )
     tp = int(np.sum(flagged & truth))
     fp = int(np.sum(flagged & ~truth))
     fn = int(np.sum(~flagged & truth))
     precision = tp / (tp + fp) if tp + fp else 0.0
     recall = tp / (tp + fn) if tp + fn else 0.0
     f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-    return {
+    metrics = {
         "auc-pr": auc_pr(labels, scores),
         "auc-roc": auc_roc(labels, scores),
         "f1": f1,
         "precision": precision,
         "recall": recall,
     }
+    return metrics, len(labels), int(labels.sum())
 
 
 def score_models(
-    models: dict[str, bytes], data: str, label: str, positive: str | None = None, sep: str = ","
+    models: dict[str, bytes],
+    data: str,
+    label: str,
+    positive: str | None = None,
+    sep: str | None = None,
 ) -> tuple[dict[str, dict[str, float]], int, int]:
     """Each model's metrics on the labeled rows of ``data``; also rows and anomalies."""
-    from anomtune.data import read_table
-
-    table = read_table(data, label=label, positive=positive, sep=sep)
-    labels = np.asarray(table.labels)
-    out = {ref: _metrics(blob, ref, table.features, labels) for ref, blob in models.items()}
-    return out, len(labels), int(labels.sum())
+    out = {}
+    rows = anomalies = 0
+    for ref, blob in models.items():
+        out[ref], rows, anomalies = _metrics(blob, ref, data, label, positive, sep)
+    return out, rows, anomalies
 
 
 @dataclass

@@ -177,9 +177,17 @@ BAD_DATA = {
     "folder": (lambda tmp: tmp, [], "is a directory"),
     "empty file": (text_file(""), [], "the file is empty"),
     "header only": (text_file(GOOD_HEADER), [], "header but no data rows"),
-    "ragged rows": (text_file(GOOD_HEADER + "1,2,0\n1,2,3,1\n"), [], "Expected 3 columns, got 4"),
+    "ragged rows": (
+        text_file(GOOD_HEADER + "1,2,0\n1,2,3,1\n"),
+        [],
+        "the header has 3 columns but the row at line 3 has 4",
+    ),
     "binary junk": (text_file(bytes(range(256)) * 8), [], "NUL bytes"),
-    "not utf-8": (text_file(b"a,b,is_anomaly\n\xff\xfe,1,0\n"), [], "not a UTF-8 text file"),
+    "not utf-8": (
+        text_file(b"a,b,is_anomaly\n\xff\xfe,1,0\n"),
+        ["--encoding", "utf-8"],
+        "not a utf-8 text file; give its encoding with --encoding",
+    ),
     "duplicate columns": (
         text_file("a,b,a,is_anomaly\n1,2,3,0\n"),
         [],
@@ -188,7 +196,7 @@ BAD_DATA = {
     "label missing": (good_csv, ["--label", "is_anomali"], "did you mean 'is_anomaly'?"),
     "wrong delimiter": (
         text_file("a;b;is_anomaly\n" + "\n".join(r.replace(",", ";") for r in numeric_rows())),
-        [],
+        ["--sep", ","],
         "pass --sep ';'",
     ),
     "one class": (
@@ -206,10 +214,10 @@ BAD_DATA = {
         ["--positive", "fraud"],
         "positive label 'fraud' does not occur",
     ),
-    "all-NaN column": (
+    "no usable column": (
         text_file("a,b,is_anomaly\n" + "\n".join(f"{i},,{i % 2}" for i in range(10)) + "\n"),
         [],
-        "column 'b' has no values",
+        "no feature columns left (a: id (0, 1, 2, ... in order); b: empty (all missing)",
     ),
     "inf value": (
         text_file(with_row(6, "inf,1,0")),

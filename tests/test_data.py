@@ -31,7 +31,7 @@ def write(tmp_path, text: str, name: str = "data.csv"):
 
 def labeled_csv(tmp_path, values: list[str], name: str = "data.csv"):
     """A two-feature CSV whose label column ``y`` has the given values."""
-    lines = ["a,b,y"] + [f"{i},{i % 3},{v}" for i, v in enumerate(values)]
+    lines = ["a,b,y"] + [f"{(i * 7) % 11},{i % 3},{v}" for i, v in enumerate(values)]
     return write(tmp_path, "\n".join(lines) + "\n", name)
 
 
@@ -87,10 +87,20 @@ def test_positive_written_as_float_matches_integer_labels(tmp_path):
     assert read_table(path, label="y", positive=0).labels.tolist() == [1, 0, 1]
 
 
-def test_missing_label_names_the_line(tmp_path):
-    path = write(tmp_path, "a,y\n1,0\n2,\n3,1\n")
-    with pytest.raises(DataError, match="label column 'y' has a missing value at line 3"):
+def test_missing_labels_are_counted_with_their_lines_or_dropped(tmp_path):
+    rows = ["1,0", "2,", "3,1", "", "4,", "5,0", "6,1"]
+    path = write(tmp_path, "a,y\n" + "\n".join(rows) + "\n")
+    with pytest.raises(DataError) as err:
         read_table(path, label="y")
+    message = str(err.value)
+    assert "label column 'y' has 2 missing value(s) (at line 3, line 6)" in message
+    assert message.endswith("drop those rows with --drop-unlabeled")
+    table = read_table(path, label="y", drop_unlabeled=True)
+    assert table.n_rows == 4
+    assert table.features["a"].tolist() == [1.0, 3.0, 5.0, 6.0]
+    assert table.labels.tolist() == [0, 1, 0, 1]
+    assert table.counts["unlabeled_dropped"] == 2
+    assert any("dropped 2 row(s) without a label" in n for n in table.notes)
 
 
 def test_without_label_the_table_has_no_labels(tmp_path):
@@ -176,8 +186,10 @@ def test_unknown_column_without_close_name_lists_columns(tmp_path):
 @pytest.mark.parametrize("sep", [";", "\t", "|"])
 def test_wrong_separator_gets_a_separator_hint(tmp_path, sep):
     path = write(tmp_path, f"a{sep}b{sep}is_anomaly\n1{sep}2{sep}0\n3{sep}4{sep}1\n")
+    # Sniffed when not given; a wrong one given by hand names the right one.
+    assert read_table(path, label="is_anomaly").schema.feature_names == ["a", "b"]
     with pytest.raises(DataError) as err:
-        read_table(path, label="is_anomaly")
+        read_table(path, label="is_anomaly", sep=",")
     assert f"seems to use {sep!r} as the separator" in str(err.value)
     assert "did you mean" not in str(err.value)
     assert read_table(path, label="is_anomaly", sep=sep).schema.feature_names == ["a", "b"]
@@ -216,11 +228,14 @@ def test_numeric_and_categorical_columns(tmp_path):
     assert table.features["code"].tolist() == ["1", "2", "1", "3"]
 
 
-def test_all_missing_column_is_an_error(tmp_path):
-    path = write(tmp_path, "a,b,y\n1,,0\n2,,1\n3,,0\n")
-    with pytest.raises(DataError, match=r"column 'b' has no values .*--exclude"):
-        read_table(path, label="y")
-    assert read_table(path, label="y", exclude=["b"]).schema.feature_names == ["a"]
+def test_all_missing_and_constant_columns_are_dropped_and_named_in_one_note(tmp_path):
+    path = write(tmp_path, "a,b,c,d,y\n1,,7,,0\n5,,7,,1\n3,,7,,0\n")
+    table = read_table(path, label="y")
+    assert table.schema.feature_names == ["a"]
+    roles = {r.name: r.role for r in table.roles}
+    assert roles == {"a": "numeric", "b": "empty", "c": "constant", "d": "empty", "y": "label"}
+    assert "all missing (dropped): 'b', 'd'" in table.notes
+    assert "constant (dropped): 'c'" in table.notes
 
 
 @pytest.mark.parametrize("spelling", ["inf", "-inf", "Infinity", "-Infinity", "1e999"])
@@ -252,10 +267,10 @@ def test_mostly_text_column_is_categorical(tmp_path):
 
 def test_table_from_frame_uses_row_positions_not_the_index():
     frame = pd.DataFrame(
-        {"a": [1.0, 2.0, 3.0], "c": ["x", "y", "x"], "y": [0, 1, 0]}, index=[10, 20, 5]
+        {"a": [1.0, 3.0, 2.0], "c": ["x", "y", "x"], "y": [0, 1, 0]}, index=[10, 20, 5]
     )
     table = table_from_frame(frame, label="y")
-    assert table.features["a"].tolist() == [1.0, 2.0, 3.0]
+    assert table.features["a"].tolist() == [1.0, 3.0, 2.0]
     assert table.features["c"].tolist() == ["x", "y", "x"]
     assert table.labels.tolist() == [0, 1, 0]
     frame.loc[20, "a"] = np.inf
@@ -276,7 +291,8 @@ def test_first_64k_ending_inside_a_multibyte_character(tmp_path):
     path.write_bytes(data)
     table = read_table(path, label="y")
     assert table.n_rows == 4002
-    assert table.features["name"].iloc[-2].endswith("é")
+    assert table.schema.id_column == "name"  # unique text per row
+    assert table.ids.iloc[-2].endswith("é")
 
 
 # -- unreadable files -------------------------------------------------------------
@@ -289,9 +305,9 @@ def test_first_64k_ending_inside_a_multibyte_character(tmp_path):
         (b"  \n\n", "the file is empty"),
         (b"a,b,y\n", "header but no data rows"),
         (b"a,b,y", "header but no data rows"),
-        (b"a,b,y\n1,2,0\n1,2,3,1\n", "cannot parse CSV"),
+        (b"a,b,y\n1,2,0\n1,2,3,1\n", "the header has 3 columns but the row at line 3 has 4"),
         (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR", "NUL bytes"),
-        (b"\xff\xfe\xfa junk \xc3\x28", "not a UTF-8 text file"),
+        (b"\xff\xfe\xfa junk \xc3\x28", "header but no data rows"),
         (b"a,b,a,y\n1,2,3,0\n", "duplicate column names: 'a'"),
     ],
 )
@@ -404,7 +420,7 @@ def test_split_from_a_csv_matches_the_protocol_on_the_same_file(tmp_path):
     frame["is_anomaly"] = y
     path = tmp_path / "d.csv"
     frame.to_csv(path, index=False)
-    table = read_table(path, label="is_anomaly")
+    table = read_table(path, label="is_anomaly", include=["f0"])
     raw = pd.read_csv(path)
     Xr, yr = raw.drop(columns="is_anomaly").to_numpy(), raw["is_anomaly"].to_numpy()
     X_rest, X_test, y_rest, _ = train_test_split(Xr, yr, test_size=0.2, stratify=yr, random_state=3)

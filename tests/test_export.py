@@ -337,7 +337,7 @@ def test_encode_frame_reads_numeric_dtypes_in_one_block():
     )
     with pytest.raises(DataError, match=r"column 'f32' has an infinite .* at row 11"):
         encode_frame(frame.assign(f32=frame["f32"].where(frame.index != 10, np.inf)), names, [])
-    with pytest.raises(DataError, match=r"column 'f64' has an infinite or out-of-range .* row 2"):
+    with pytest.raises(DataError, match=r"column 'f64' has a value too large for float32 .* row 2"):
         encode_frame(frame.assign(f64=frame["f64"].where(frame.index != 1, 1e300)), names, [])
 
 

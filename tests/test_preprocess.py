@@ -114,7 +114,7 @@ def test_categorical_column_without_training_values_is_an_error():
 
 def test_numeric_column_without_training_values_imputes_zero():
     frame = pd.DataFrame({"n": [np.nan, np.nan, 3.0], "y": [0, 0, 1]})
-    table = table_from_frame(frame, label="y")
+    table = table_from_frame(frame, label="y", roles={"n": "numeric"})
     pre = Preprocessor(table.schema).fit(table.features.iloc[:2])
     assert pre.transform(table.features).tolist() == [[0.0], [0.0], [3.0]]
 
