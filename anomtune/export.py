@@ -9,8 +9,14 @@ Inputs
 Outputs
     ``score``: float32 ``[N]``, the reconstruction error (higher is more
     anomalous); ``feature_errors``: float32 ``[N, n_columns]``, each table
-    column's share of the squared error (one-hot blocks summed back to their
-    column); ``is_anomaly``: bool ``[N]``, ``score > threshold``.
+    column's squared reconstruction error on the scaled encoding (a
+    categorical column's one-hot block summed back to its column). These are
+    errors, not shares: a row's entries sum to ``n_encoded x score`` for the
+    reconstruction score (``n_encoded`` is ``architecture.n_encoded_features``
+    in the metadata; for ``vae_score="elbo"`` they sum to the ELBO's
+    reconstruction term); divide by the row's sum for each column's share, as
+    ``anomtune score --explain`` does. ``is_anomaly``: bool ``[N]``,
+    ``score > threshold``.
 
 The graph's metadata (key ``anomtune``) carries the schema, threshold and
 its rule, metrics, parameters, data fingerprint and anomtune's version.
