@@ -16,9 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import io
-import os
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -29,6 +27,7 @@ import numpy as np
 
 from anomtune import inputs
 from anomtune.errors import ConfigError, DataError, first_line
+from anomtune.files import AtomicFile, make_dirs
 from anomtune.inputs import Dialect
 from anomtune.scoring import Scorer
 
@@ -482,39 +481,36 @@ def _explain(errors: np.ndarray, names: list[str], k: int) -> dict:
 
 
 def _open_output(output: str):
-    """A binary sink plus finish/abort callbacks (atomic for files)."""
+    """A binary sink plus finish/abort callbacks (atomic for files, 0644 less the umask)."""
     if output == "-":
         sink = sys.stdout.buffer
         return sink, sink.flush, lambda: None
     target = Path(output)
     if target.is_dir():
         raise ConfigError(f"{output}: is a folder; give a file name")
-    # Folders made for the output are removed again if scoring fails.
-    created = [p for p in [target.parent, *target.parent.parents] if not p.exists()]
+    created: list[Path] = []
     try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
+        # Folders made for the output are removed again if scoring fails.
+        created = make_dirs(target.parent)
+        staged = AtomicFile(target)
     except (FileExistsError, NotADirectoryError) as exc:
+        _remove_folders(created)
         raise ConfigError(f"cannot write {output}: {target.parent} is not a folder") from exc
     except OSError as exc:
+        _remove_folders(created)
         raise ConfigError(f"cannot write {output}: {exc.strerror}") from exc
-    sink = os.fdopen(fd, "wb")
-
-    def finish():
-        sink.flush()
-        os.fsync(sink.fileno())
-        sink.close()
-        os.replace(tmp, target)
 
     def abort():
-        with contextlib.suppress(OSError):
-            sink.close()
-        Path(tmp).unlink(missing_ok=True)
-        for folder in created:
-            with contextlib.suppress(OSError):
-                folder.rmdir()
+        staged.discard()
+        _remove_folders(created)
 
-    return sink, finish, abort
+    return staged.file, staged.commit, abort
+
+
+def _remove_folders(created: list[Path]) -> None:
+    for folder in reversed(created):
+        with contextlib.suppress(OSError):
+            folder.rmdir()
 
 
 def _writer(sink, output: str, schema):

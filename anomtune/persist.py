@@ -10,15 +10,12 @@ run code.
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from anomtune.errors import DataError
+from anomtune.files import AtomicFile, make_dirs, replace_dir, write_bytes
 
 __all__ = ["load_model", "replace_dir", "save_model", "write_bytes_atomic", "write_json_atomic"]
 
@@ -30,10 +27,10 @@ def save_model(detector, preprocessor, folder: str | Path, *, meta: dict | None 
     import torch
 
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
+    make_dirs(folder)
     state = {k: v.detach().cpu().numpy() for k, v in detector.module_.state_dict().items()}
-    with open(folder / "weights.npz", "wb") as fh:
-        np.savez(fh, **state)
+    with AtomicFile(folder / "weights.npz") as out:
+        np.savez(out.file, **state)
     params = detector.get_params()
     params["hidden_sizes"] = list(params["hidden_sizes"]) if params["hidden_sizes"] else None
     doc = {
@@ -117,62 +114,8 @@ def write_json_atomic(path: str | Path, payload: object) -> None:
 
 
 def write_bytes_atomic(path: str | Path, data: bytes) -> None:
-    """Write ``data`` to a temporary file beside ``path``, fsync it, then rename it."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def replace_dir(staged: Path, target: Path) -> None:
-    """Move a fully written folder into place, replacing an older one.
-
-    On Linux the two folders swap places in one atomic rename
-    (``renameat2`` with ``RENAME_EXCHANGE``), so ``target`` always names a
-    complete folder, the old one or the new one, even if the process dies
-    in between. Elsewhere, or on a file system without the exchange, the old
-    folder is first renamed aside (``.NAME.old-PID``) and removed afterwards.
-    """
-    staged, target = Path(staged), Path(target)
-    if target.exists() and _exchange(staged, target):
-        shutil.rmtree(staged, ignore_errors=True)
-        return
-    old = None
-    if target.exists():
-        old = target.with_name(f".{target.name}.old-{os.getpid()}")
-        os.replace(target, old)
-    os.replace(staged, target)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-
-
-_RENAME_EXCHANGE = 2
-_AT_FDCWD = -100
-
-
-def _exchange(a: Path, b: Path) -> bool:
-    """Atomically swap two paths with ``renameat2``; False where unsupported."""
-    if not sys.platform.startswith("linux"):
-        return False
-    import ctypes
-
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        renameat2 = libc.renameat2
-    except (OSError, AttributeError):
-        return False
-    c_int, c_path = ctypes.c_int, ctypes.c_char_p
-    renameat2.argtypes = [c_int, c_path, c_int, c_path, ctypes.c_uint]
-    renameat2.restype = ctypes.c_int
-    result = renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE)
-    return result == 0
+    """Write ``data`` to a temporary file beside ``path``, fsync it, then rename it (0644)."""
+    write_bytes(path, data)
 
 
 def _json_default(value):

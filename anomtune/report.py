@@ -23,7 +23,6 @@ import io
 import json
 import logging
 import math
-import os
 import re
 import shlex
 import shutil
@@ -979,7 +978,7 @@ def write_report(
     top_rows: int = TOP_ROWS,
 ) -> Path:
     """Write the report of ``run_dir`` to ``path`` whole (old file or new, never half)."""
-    from anomtune.persist import write_bytes_atomic
+    from anomtune.files import write_bytes
 
     _read_summary(Path(run_dir))  # a missing run folder is the first thing to say
     path = Path(path)
@@ -989,18 +988,10 @@ def write_report(
         raise ConfigError(f"{path}: no folder {path.parent} to write the report in")
     page = build_report(run_dir, data=data, storage=storage, top_rows=top_rows)
     try:
-        write_bytes_atomic(path, page.encode("utf-8"))
-        _readable(path)
+        write_bytes(path, page.encode("utf-8"))
     except OSError as exc:
         raise ConfigError(f"{path}: cannot write: {exc.strerror or exc}") from exc
     return path
-
-
-def _readable(path: Path) -> None:
-    """Give a written file the usual permissions (the temporary file it was had 0600)."""
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(path, 0o666 & ~umask)
 
 
 # -- a picture of the page -------------------------------------------------------
@@ -1046,8 +1037,11 @@ def screenshot(html_path: str | Path, png_path: str | Path, *, width: int = 1200
     """A PNG of the whole page at ``html_path``, taken with headless Chromium.
 
     The page is loaded once to measure its height (in a copy with a small
-    measuring script), then photographed in a window that tall.
+    measuring script), then photographed in a window that tall. The PNG is
+    put in place atomically (0644 less the umask).
     """
+    from anomtune.files import AtomicFile
+
     html_path, png_path = Path(html_path).resolve(), Path(png_path)
     if not html_path.is_file():
         raise ConfigError(f"{html_path}: no such report")
@@ -1070,9 +1064,6 @@ def screenshot(html_path: str | Path, png_path: str | Path, *, width: int = 1200
         )
         if not staged.is_file() or staged.stat().st_size == 0:
             raise ConfigError(f"{exe}: wrote no screenshot")
-        fd, tmp_png = tempfile.mkstemp(prefix=f".{png_path.name}.", dir=png_path.parent)
-        os.close(fd)
-        shutil.copyfile(staged, tmp_png)
-        os.replace(tmp_png, png_path)
-        _readable(png_path)
+        with AtomicFile(png_path) as out, open(staged, "rb") as shot:
+            shutil.copyfileobj(shot, out.file)
     return png_path

@@ -15,7 +15,9 @@ uvicorn. The scoring endpoint speaks MLflow's scoring protocol:
     The answer is ``{"predictions": [{"score": s, "is_anomaly": b}, ...],
     "model": {"name", "version", "sha256"}}``; with ``?explain=true`` (or
     ``params.explain``) each prediction also carries ``feature_errors``, each
-    column's share of the reconstruction error. The headers
+    column's squared reconstruction error (not a share: for the reconstruction
+    score a row's values sum to the number of encoded features times its
+    score). The headers
     ``X-Anomtune-Model``, ``X-Anomtune-Model-Version`` and
     ``X-Anomtune-Model-Sha256`` name the model that scored the request.
 ``GET /ping``, ``GET /health``
@@ -642,7 +644,12 @@ class Prediction(BaseModel):
     score: float | None = Field(description="Reconstruction error: higher is more anomalous.")
     is_anomaly: bool = Field(description="score > the model's threshold.")
     feature_errors: dict[str, float | None] | None = Field(
-        None, description="Each column's share of the error (with explain only)."
+        None,
+        description=(
+            "Each column's squared reconstruction error, not a share: for the reconstruction "
+            "score a row's values sum to the number of encoded features times the score "
+            "(with explain only)."
+        ),
     )
 
 
@@ -818,7 +825,11 @@ _EXPLAIN_PARAMETER = {
     "name": "explain",
     "in": "query",
     "required": False,
-    "description": "Add each column's share of the error to every prediction.",
+    "description": (
+        "Add each column's squared reconstruction error to every prediction (not a share: "
+        "for the reconstruction score a row's values sum to the number of encoded features "
+        "times the score)."
+    ),
     "schema": {"type": "boolean", "default": False},
 }
 _TRUE = frozenset(("true", "1", "yes", "on", "t", "y"))

@@ -29,7 +29,6 @@ import platform
 import signal
 import socket
 import statistics
-import tempfile
 import threading
 import time
 import warnings
@@ -42,6 +41,7 @@ import numpy as np
 from anomtune import __version__
 from anomtune.data import Table, read_table, stratified_folds, training_rows
 from anomtune.errors import AnomtuneError, ConfigError, TrainingError
+from anomtune.files import staging_folder
 from anomtune.inputs import MAX_LEVELS
 from anomtune.metrics import auc_pr, auc_roc, best_f1_threshold, evaluate
 from anomtune.persist import replace_dir, save_model, write_json_atomic
@@ -1182,7 +1182,7 @@ def refine_trials(trials_csv: str | Path, space: SearchSpace, *, maximize: bool)
 def _write_run(out: Path, study, summary: dict, objective: Objective) -> None:
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    staged = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    staged = staging_folder(out)
     try:
         detector = summary.pop("_detector", None)
         preprocessor = summary.pop("_preprocessor", None)

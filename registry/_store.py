@@ -1,19 +1,22 @@
 """Content-addressed model files: ``files/sha256/ab/<sha256>.onnx``.
 
-A file is written under a temporary name in its final folder (so on the
-same filesystem), flushed and fsynced, then moved into place with
-``os.replace``, which readers see as all or nothing. Identical bytes share
-one file. Reading checks the bytes against the recorded hash.
+A file is written with :class:`anomtune.files.AtomicFile`: under a
+temporary name in its final folder (so on the same filesystem), flushed and
+fsynced, then moved into place with ``os.replace``, which readers see as all
+or nothing. Published files are read-only, 0444 less the umask, and their
+folders 0755 less the umask, so every user who can reach the registry can
+read its models. Identical bytes share one file. Reading checks the bytes
+against the recorded hash.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
-import secrets
 from collections.abc import Iterator
 from pathlib import Path
 
+from anomtune.files import AtomicFile, fsync_dir, make_dirs
 from anomtune.registry._errors import IntegrityError
 
 __all__ = [
@@ -30,6 +33,8 @@ __all__ = [
 
 TEMP_PREFIX = ".tmp-"
 SUFFIX = ".onnx"
+# Published files are read-only: a reminder that they never change.
+BLOB_MODE = 0o444
 
 
 def sha256_hex(data: bytes) -> str:
@@ -49,35 +54,16 @@ def blob_relpath(digest: str) -> str:
     return f"sha256/{digest[:2]}/{digest}{SUFFIX}"
 
 
-def fsync_dir(folder: Path) -> None:
-    """Make a rename in ``folder`` durable (a no-op where folders cannot be opened)."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def stage(final: Path, data: bytes) -> Path:
-    """Write ``data`` to a fsynced temporary file beside ``final``; return its path."""
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = final.with_name(f"{TEMP_PREFIX}{final.stem[:16]}-{os.getpid()}-{secrets.token_hex(4)}")
+    """Write ``data`` to a fsynced, read-only temporary file beside ``final``; return its path."""
+    make_dirs(final.parent)
+    out = AtomicFile(final, mode=BLOB_MODE, prefix=f"{TEMP_PREFIX}{final.stem[:16]}-{os.getpid()}-")
     try:
-        with open(tmp, "xb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        # Published files are read-only: a reminder that they never change.
-        os.chmod(tmp, 0o444)
+        out.write(data)
+        return out.sync()
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        out.discard()
         raise
-    return tmp
 
 
 def place(tmp: Path, final: Path, digest: str) -> bool:

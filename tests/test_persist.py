@@ -6,7 +6,8 @@ import sys
 
 import pytest
 
-from anomtune.persist import _exchange, replace_dir
+from anomtune.files import _exchange
+from anomtune.persist import replace_dir
 
 
 def _folder(path, text):
