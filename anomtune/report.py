@@ -240,9 +240,7 @@ def _score_parts(folder: Path, summary: dict, table) -> tuple[list[_Part], list[
     from anomtune.data import split_rows, split_unlabeled
     from anomtune.persist import load_model
 
-    detector, preprocessor, _ = load_model(folder / "model")
-    if preprocessor is None:
-        raise DataError(f"{folder}/model: has no column encoder; cannot score the data")
+    model, _ = load_model(folder / "model")
     split = summary["split"]
     kwargs = {
         "seed": int(split["seed"]),
@@ -253,20 +251,17 @@ def _score_parts(folder: Path, summary: dict, table) -> tuple[list[_Part], list[
         parts = split_unlabeled(table.n_rows, **kwargs)
     else:
         parts = split_rows(table.labels, **kwargs)
-    X = preprocessor.transform(table.features)
-    groups = preprocessor.output_groups
     columns = list(table.schema.feature_names)
     out = []
     for name, rows in (("val", parts.val), ("test", parts.test)):
-        scores = detector.anomaly_score(X[rows])
-        errors = detector.feature_errors(X[rows])
-        per_column = np.zeros((len(rows), len(columns)))
-        np.add.at(per_column.T, groups, errors.T)
+        frame = table.features.iloc[rows]
+        scores = model.anomaly_score(frame)
+        per_column = model.column_errors(frame).astype(np.float64)
         total = per_column.sum(axis=1, keepdims=True)
         shares = np.divide(per_column, total, out=np.zeros_like(per_column), where=total > 0)
         labels = table.labels[rows] if table.labels is not None else None
         out.append(_Part(name, np.asarray(rows), labels, scores, shares))
-    return out, columns, float(detector.threshold_)
+    return out, columns, model.threshold
 
 
 def _load_run(folder: Path, *, data: str | None, storage: str | None) -> _Run:

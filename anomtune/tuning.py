@@ -45,7 +45,7 @@ from anomtune.errors import AnomtuneError, ConfigError, TrainingError
 from anomtune.metrics import auc_pr, auc_roc, best_f1_threshold, evaluate
 from anomtune.persist import replace_dir, save_model, write_json_atomic
 from anomtune.pipeline import Prepared, check_param_names, prepare
-from anomtune.preprocess import Preprocessor
+from anomtune.preprocess import InputEncoder
 from anomtune.space import SearchSpace, default_space, load_space
 
 __all__ = [
@@ -495,9 +495,9 @@ class Objective:
         values, best_epochs, epochs = [], [], 0
         for k, (fit_rows, held_rows) in enumerate(self.folds):
             fit_rows = training_rows(fit_rows, y, self.config.train_on)
-            pre = Preprocessor(table.schema).fit(table.features.iloc[fit_rows])
-            X_fit = pre.transform(table.features.iloc[fit_rows])
-            X_held = pre.transform(table.features.iloc[held_rows])
+            encoder = InputEncoder(table.schema).fit(table.features.iloc[fit_rows])
+            X_fit = encoder.encode(table.features.iloc[fit_rows])
+            X_held = encoder.encode(table.features.iloc[held_rows])
             tracker = _EpochTracker(
                 labeled_value(self.metric, X_held, y[held_rows]),
                 trial,
@@ -1066,8 +1066,7 @@ def _finish(
         "refit_seconds": round(time.perf_counter() - refit_start, 3),
         "total_seconds": round(time.perf_counter() - started, 3),
     }
-    summary["_detector"] = detector
-    summary["_preprocessor"] = prepared.preprocessor
+    summary["_model"] = prepared.model(detector)
     return summary
 
 
@@ -1148,12 +1147,10 @@ def _write_run(out: Path, study, summary: dict, objective: Objective) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     staged = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
-        detector = summary.pop("_detector", None)
-        preprocessor = summary.pop("_preprocessor", None)
-        if detector is not None:
+        model = summary.pop("_model", None)
+        if model is not None:
             save_model(
-                detector,
-                preprocessor,
+                model,
                 staged / "model",
                 meta={
                     "data_fingerprint": summary["data"]["fingerprint"],

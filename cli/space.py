@@ -76,10 +76,10 @@ def space_command(data_path, label, n_features, run_dir, output, as_json):
     else:
         if data_path is not None:
             from anomtune.data import read_table
-            from anomtune.preprocess import Preprocessor
+            from anomtune.preprocess import InputEncoder
 
             table = read_table(data_path, label=label)
-            n_features = len(Preprocessor(table.schema).fit(table.features).output_names)
+            n_features = len(InputEncoder(table.schema).fit(table.features).output_names)
         if n_features < 1:
             raise ConfigError(f"--features must be at least 1, not {n_features}")
         space = default_space(n_features)

@@ -15,6 +15,7 @@ from anomtune.cli import main
 from anomtune.data import table_from_frame
 from anomtune.errors import DataError
 from anomtune.export import OPSET, check_parity, export_model
+from anomtune.model import AnomalyModel
 from anomtune.pipeline import fit_detector, prepare
 from anomtune.scoring import load_scorer, slice_rows
 
@@ -65,7 +66,7 @@ def test_every_variant_exports_with_parity(mixed_prepared, params, tmp_path):
     table = mixed_prepared.table
     val = table.features.iloc[mixed_prepared.split.val]
     path = tmp_path / "model.onnx"
-    _, report = export_model(detector, mixed_prepared.preprocessor, val, path)
+    _, report = export_model(mixed_prepared.model(detector), val, path)
     assert report.passed and report.label_flips == 0
     assert report.max_relative_error <= 1e-4
     assert report.batch_sizes == [1, 2, len(val)]
@@ -89,7 +90,7 @@ def test_graph_shape_opset_checker_and_metadata(mixed_prepared, tmp_path):
     detector = fit_detector(mixed_prepared, {"epochs": 4}, seed=0)
     val = mixed_prepared.table.features.iloc[mixed_prepared.split.val]
     data, _ = export_model(
-        detector, mixed_prepared.preprocessor, val, metadata={"metrics": {"val": {"x": 1}}}
+        mixed_prepared.model(detector), val, metadata={"metrics": {"val": {"x": 1}}}
     )
     model = onnx.load_from_string(data)
     onnx.checker.check_model(model, full_check=True)
@@ -106,7 +107,7 @@ def test_graph_shape_opset_checker_and_metadata(mixed_prepared, tmp_path):
     assert meta["feature_names"] == ["a", "b", "c", "d", "color", "size"]
     vocab = meta["schema"]["columns"][4]["categories"]
     assert sorted(vocab) == ["blue", "green", "red"]
-    assert vocab == list(mixed_prepared.preprocessor.schema_.columns[4].categories)
+    assert vocab == list(mixed_prepared.encoder.schema_.columns[4].categories)
     assert meta["metrics"] == {"val": {"x": 1}}
     assert meta["parity"]["passed"] is True
     for key in ("params", "threshold_rule", "anomtune_version", "architecture"):
@@ -115,9 +116,9 @@ def test_graph_shape_opset_checker_and_metadata(mixed_prepared, tmp_path):
 
 def test_missing_and_unseen_values_are_handled_inside_the_graph(mixed_prepared, tmp_path):
     detector = fit_detector(mixed_prepared, {"epochs": 4}, seed=0)
-    pre = mixed_prepared.preprocessor
+    pre = mixed_prepared.encoder
     val = mixed_prepared.table.features.iloc[mixed_prepared.split.val]
-    data, _ = export_model(detector, pre, val)
+    data, _ = export_model(AnomalyModel(pre, detector), val)
     rows = pd.DataFrame(
         {
             "a": [np.nan, 0.5],
@@ -129,7 +130,7 @@ def test_missing_and_unseen_values_are_handled_inside_the_graph(mixed_prepared, 
         }
     )
     result = load_scorer(data).score(rows)
-    expected = detector.anomaly_score(pre.transform(rows))
+    expected = detector.anomaly_score(pre.encode(rows))
     np.testing.assert_allclose(result.score, expected, rtol=1e-4)
     assert np.isfinite(result.feature_errors).all()
 
@@ -140,10 +141,10 @@ def test_parity_check_catches_a_different_model(mixed_prepared):
 
     first = fit_detector(mixed_prepared, {"epochs": 4}, seed=0)
     other = fit_detector(mixed_prepared, {"epochs": 4}, seed=5)
-    pre = mixed_prepared.preprocessor
+    pre = mixed_prepared.encoder
     val = mixed_prepared.table.features.iloc[mixed_prepared.split.val]
-    data, _ = export_model(first, pre, val)
-    module, _ = _graph_module(other, pre)
+    data, _ = export_model(AnomalyModel(pre, first), val)
+    module, _ = _graph_module(AnomalyModel(pre, other))
     feeds = encode_frame(val, pre.schema_.numeric, pre.schema_.categorical)
     report = check_parity(data, module, feeds, pre.split_inputs(val)[1])
     assert not report.passed
@@ -192,11 +193,11 @@ def test_export_command_on_a_run_folder(tmp_path, monkeypatch, capsys):
 
 def _fitted(frame: pd.DataFrame, categorical=(), epochs: int = 2):
     from anomtune import AutoencoderDetector
-    from anomtune.preprocess import Preprocessor
+    from anomtune.preprocess import InputEncoder
 
     table = table_from_frame(frame, categorical=list(categorical))
-    pre = Preprocessor(table.schema).fit(table.features)
-    detector = AutoencoderDetector(epochs=epochs, random_state=0).fit(pre.transform(table.features))
+    pre = InputEncoder(table.schema).fit(table.features)
+    detector = AutoencoderDetector(epochs=epochs, random_state=0).fit(pre.encode(table.features))
     return detector, pre, table.features
 
 
@@ -222,7 +223,7 @@ def _op_counts(data: bytes) -> dict:
 @pytest.fixture(scope="module")
 def interleaved_model():
     detector, pre, features = _fitted(_interleaved(5), ["color", "size"])
-    data, report = export_model(detector, pre, features.iloc[:120])
+    data, report = export_model(AnomalyModel(pre, detector), features.iloc[:120])
     assert report.passed
     return detector, pre, features, data
 
@@ -234,7 +235,7 @@ def test_interleaved_columns_match_the_preprocessor_column_by_column(interleaved
     rows.loc[rows.index[:5], "size"] = "xxl"
     rows.loc[rows.index[5:9], "x3"] = np.nan
     result = load_scorer(data).score(rows[rows.columns[::-1]])
-    X = pre.transform(rows)
+    X = pre.encode(rows)
     np.testing.assert_allclose(result.score, detector.anomaly_score(X), rtol=1e-4, atol=1e-6)
     # The reference regrouping: each encoded column's error added to its table column.
     encoded_errors = detector.feature_errors(X)
@@ -250,18 +251,18 @@ def test_graph_size_does_not_grow_with_the_number_of_columns():
     for width in (4, 40):
         frame = pd.DataFrame(rng.normal(size=(200, width)), columns=[f"f{i}" for i in range(width)])
         detector, pre, features = _fitted(frame, epochs=1)
-        data, _ = export_model(detector, pre, features.iloc[:50])
+        data, _ = export_model(AnomalyModel(pre, detector), features.iloc[:50])
         numeric[width] = _op_counts(data)
         # Every column numeric: the autoencoder's own errors are the per-column errors.
         result = load_scorer(data).score(features.iloc[:50])
-        errors = detector.feature_errors(pre.transform(features.iloc[:50]))
+        errors = detector.feature_errors(pre.encode(features.iloc[:50]))
         np.testing.assert_allclose(result.feature_errors, errors, rtol=1e-4, atol=1e-6)
     assert numeric[4] == numeric[40]
     assert not {"Split", "Concat", "Slice", "MatMul", "Gather"} & set(numeric[40])
     mixed = {}
     for width in (3, 30):
         detector, pre, features = _fitted(_interleaved(width, n=200), ["color", "size"], epochs=1)
-        data, _ = export_model(detector, pre, features.iloc[:50])
+        data, _ = export_model(AnomalyModel(pre, detector), features.iloc[:50])
         mixed[width] = _op_counts(data)
     assert mixed[3] == mixed[30]
     assert "Split" not in mixed[30] and mixed[30]["LabelEncoder"] == 2
@@ -351,10 +352,10 @@ def test_all_categorical_data_with_tied_scores_exports_without_label_flips():
         }
     )
     detector, pre, features = _fitted(frame, ["color", "size"], epochs=3)
-    train_scores = detector.anomaly_score(pre.transform(features))
+    train_scores = detector.anomaly_score(pre.encode(features))
     assert len(np.unique(train_scores)) <= 6
     assert not np.any(train_scores == detector.threshold_)
-    data, report = export_model(detector, pre, features)
+    data, report = export_model(AnomalyModel(pre, detector), features)
     assert report.passed and report.label_flips == 0
     labels = load_scorer(data).score(features).is_anomaly
     np.testing.assert_array_equal(labels.astype(bool), train_scores > detector.threshold_)

@@ -234,7 +234,7 @@ def models(tmp_path_factory) -> dict[str, Path]:
     prepared = prepare(table, seed=0)
     detector = fit_detector(prepared, {"epochs": 2, "width": 4, "n_layers": 1}, seed=0)
     a = base / "a.onnx"
-    export_model(detector, prepared.preprocessor, table.features.iloc[prepared.split.val], a)
+    export_model(prepared.model(detector), table.features.iloc[prepared.split.val], a)
     graph = onnx.load(a)
     entry = next(e for e in graph.metadata_props if e.key == "anomtune")
     meta = json.loads(entry.value)

@@ -139,7 +139,7 @@ def onnx_model(tmp_path_factory) -> Path:
     prepared = prepare(table, seed=0)
     detector = fit_detector(prepared, {"epochs": 2, "width": 4, "n_layers": 1}, seed=0)
     path = base / "model.onnx"
-    export_model(detector, prepared.preprocessor, table.features.iloc[prepared.split.val], path)
+    export_model(prepared.model(detector), table.features.iloc[prepared.split.val], path)
     return path
 
 

@@ -142,7 +142,7 @@ def built(tmp_path_factory) -> dict:
     prepared = prepare(table, seed=0)
     detector = fit_detector(prepared, {"epochs": 2, "width": 4, "n_layers": 1}, seed=0)
     b_onnx = base / "b.onnx"
-    export_model(detector, prepared.preprocessor, table.features.iloc[prepared.split.val], b_onnx)
+    export_model(prepared.model(detector), table.features.iloc[prepared.split.val], b_onnx)
 
     frame = pd.read_csv(data)
     labels = frame.pop("label").to_numpy()
