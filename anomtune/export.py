@@ -306,51 +306,33 @@ def _json_default(value):
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
-def export_run(run_dir: str | Path, path: str | Path | None = None) -> tuple[bytes, dict]:
-    """Export the best model of a ``tune`` run folder, checked on its validation rows."""
-    from anomtune.data import read_table
-    from anomtune.persist import load_model
-    from anomtune.pipeline import prepare
+def export_run(run_dir: str | Path, path: str | Path | None = None, *, data=None):
+    """Export the best model of a ``tune`` run folder, checked on its validation rows.
 
-    run_dir = Path(run_dir)
-    try:
-        summary = json.loads((run_dir / "summary.json").read_text())
-    except FileNotFoundError as exc:
-        raise ExportError(f"{run_dir}: not a run folder (no summary.json)") from exc
-    except (OSError, ValueError) as exc:  # a JSONDecodeError is a ValueError
-        raise ExportError(f"{run_dir / 'summary.json'}: not valid JSON ({exc})") from exc
-    if not isinstance(summary, dict) or not summary.get("best"):
-        raise ExportError(f"{run_dir}: the run has no best model to export")
-    model, _ = load_model(run_dir / "model")
-    cfg = summary["config"]
-    table = read_table(
-        cfg["data"],
-        label=cfg["label"],
-        positive=cfg.get("positive"),
-        features=cfg.get("features"),
-        exclude=cfg.get("exclude") or (),
-        id_column=cfg.get("id_column"),
-        categorical=cfg.get("categorical") or (),
-        sep=cfg.get("sep", ","),
-    )
-    if table.fingerprint != summary["data"]["fingerprint"]:
-        raise ExportError(
-            f"{cfg['data']} has changed since the run (fingerprint differs); "
-            "the parity check needs the rows the model was validated on"
-        )
-    prepared = prepare(table, seed=summary["seed"], train_on=summary.get("train_on", "normal"))
-    check_frame = table.features.iloc[prepared.split.val]
+    ``data``: the run's data if it has moved, or its table (see
+    :meth:`anomtune.run.RunFolder.table`). Returns the graph's bytes and
+    what was recorded in its metadata, with the parity report.
+    """
+    from anomtune.run import RunFolder
+
+    run = RunFolder.open(run_dir)
+    summary = run.summary
+    if not summary.best:
+        raise ExportError(f"{run.path}: the run has no best model to export")
+    model = run.model()
+    table = run.table(data)
+    check_frame = table.features.iloc[run.split(table).val]
     extra = {
-        "metrics": summary["metrics"],
-        "data_fingerprint": summary["data"]["fingerprint"],
+        "metrics": summary.metrics,
+        "data_fingerprint": summary.fingerprint,
         "lineage": {
-            "study": summary["study"]["name"],
-            "storage": summary["study"]["storage"],
-            "trial": summary["best"]["number"],
-            "run_dir": str(run_dir.resolve()),
-            "seed": summary["best"]["seed"],
+            "study": summary.study_name,
+            "storage": summary.storage,
+            "trial": summary.best["number"],
+            "run_dir": str(run.path.resolve()),
+            "seed": summary.best["seed"],
         },
-        "versions": summary.get("versions"),
+        "versions": summary.versions,
     }
-    data, report = export_model(model, check_frame, path, metadata=extra)
-    return data, {"parity": report.to_dict(), **extra}
+    graph, report = export_model(model, check_frame, path, metadata=extra)
+    return graph, {"parity": report.to_dict(), **extra}

@@ -30,13 +30,13 @@ import numpy as np
 import optuna
 import pandas as pd
 import pytest
+from conftest import write_planted
 
 from anomtune.cli import main
 from anomtune.registry import Registry
 from anomtune.registry._registry import ALIAS_PAUSE_POINTS, TEST_PAUSE_ENV
 from anomtune.tuning import PATIENCE, open_storage
 from tests.test_registry import kill_paused, subprocess_env
-from tests.test_tuning import write_planted
 
 # Trials long enough to be caught running: small batches, many epochs, no pruner
 # (each still ends after 20 epochs without improvement).

@@ -17,8 +17,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-
-from tests.test_tuning import write_planted as planted
+from conftest import write_planted as planted
 
 TINY_SPACE = """
 epochs = 2

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from conftest import write_planted
 
 import anomtune.registry as registry_pkg
 from anomtune.cli import cli, main
@@ -32,7 +33,6 @@ from anomtune.registry import (
 )
 from anomtune.registry._registry import PAUSE_POINTS, TEST_PAUSE_ENV
 from anomtune.scoring import load_scorer
-from tests.test_tuning import write_planted
 
 FAST_SPACE = """
 epochs = 3
