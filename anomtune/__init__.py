@@ -21,6 +21,7 @@ __all__ = [
     "load",
     "read_table",
     "split_rows",
+    "tune",
 ]
 
 _LAZY = {
@@ -32,6 +33,7 @@ _LAZY = {
     "ConfigError": "anomtune.errors",
     "DataError": "anomtune.errors",
     "TrainingError": "anomtune.errors",
+    "tune": "anomtune.tuning",
 }
 
 

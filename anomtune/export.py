@@ -1,4 +1,4 @@
-"""Export a fitted detector to one ONNX graph: raw columns in, answers out.
+"""Export a fitted anomaly model to one ONNX graph: raw columns in, answers out.
 
 Inputs
     ``numeric``: float32 ``[N, n_numeric]``, the numeric columns in schema
@@ -39,7 +39,6 @@ import numpy as np
 import pandas as pd
 
 from anomtune import __version__
-from anomtune.data import CATEGORICAL
 from anomtune.errors import AnomtuneError
 from anomtune.scoring import encode_frame
 
@@ -105,110 +104,13 @@ class ParityReport:
         }
 
 
-def _positions_or_none(order: list[int]):
-    """``order`` as an index tensor, or None when it is the identity (nothing to reorder)."""
-    import torch
+def _graph_module(model):
+    """The torch module export traces, and whether it takes categorical codes.
 
-    if order == list(range(len(order))):
-        return None
-    return torch.as_tensor(order, dtype=torch.int64)
-
-
-def _graph_module(detector, preprocessor):
-    """The torch module export traces: raw numeric block and codes to the three outputs.
-
-    Its node count does not grow with the number of columns: the numeric
-    block is imputed with one ``where`` against the median vector, the one-hot
-    columns of all categorical columns come from one gather and one
-    comparison, and the encoded matrix is put in schema order with at most one
-    fixed ``index_select``. Per-column errors are the autoencoder's errors as
-    they are when every column is numeric; otherwise the one-hot blocks are
-    summed with a [one-hot, categorical] membership product and the columns
-    put back in schema order with fixed index selections.
+    The model's own :meth:`~anomtune.model.AnomalyModel.module`: the input
+    encoder's module followed by the detector's scoring module.
     """
-    import torch
-    from torch import nn
-
-    schema = preprocessor.schema_
-    columns = schema.columns
-    n_num = len(schema.numeric)
-    medians = torch.tensor([preprocessor.medians_[n] for n in schema.numeric], dtype=torch.float32)
-    # Encoded columns as the graph builds them: the numeric block, then each
-    # categorical column's one-hot block. ``source``/``value``: which code
-    # column and which code each one-hot column compares with.
-    source: list[int] = []
-    value: list[int] = []
-    built_at: list[int] = []  # for each encoded column in schema order, its built position
-    column_at: list[int] = []  # for each table column, its position in [numeric..., categorical...]
-    n_seen_num = n_seen_cat = 0
-    for col in columns:
-        if col.kind == CATEGORICAL:
-            start = n_num + len(source)
-            size = len(col.categories)
-            source.extend([n_seen_cat] * size)
-            value.extend(range(size))
-            built_at.extend(range(start, start + size))
-            column_at.append(n_num + n_seen_cat)
-            n_seen_cat += 1
-        else:
-            built_at.append(n_seen_num)
-            column_at.append(n_seen_num)
-            n_seen_num += 1
-    n_onehot = len(source)
-    # The inverse of built_at: for each built position, its position in schema order.
-    schema_at = [0] * len(built_at)
-    for encoded, built in enumerate(built_at):
-        schema_at[built] = encoded
-    membership = torch.zeros(n_onehot, n_seen_cat)
-    if n_onehot:
-        membership[torch.arange(n_onehot), torch.as_tensor(source)] = 1.0
-    threshold = float(detector.threshold_)
-    has_codes = bool(n_seen_cat)
-
-    class RawToScore(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.scorer = detector.module_
-            self.threshold = threshold
-            self.n_num = n_num
-            self.has_codes = has_codes
-            self.register_buffer("medians", medians)
-            if has_codes:
-                self.register_buffer("onehot_source", torch.as_tensor(source, dtype=torch.int64))
-                self.register_buffer("onehot_value", torch.as_tensor(value, dtype=torch.int64))
-                self.register_buffer("membership", membership)
-                for name, order in (
-                    ("encode_order", built_at),
-                    ("decode_order", schema_at),
-                    ("column_order", column_at),
-                ):
-                    index = _positions_or_none(order)
-                    if index is None:
-                        setattr(self, name, None)
-                    else:
-                        self.register_buffer(name, index)
-
-        def forward(self, numeric, codes=None):
-            x = torch.where(torch.isnan(numeric), self.medians, numeric)
-            if not self.has_codes:
-                score, errors = self.scorer(x)
-                return score, errors, score > self.threshold
-            picked = codes.index_select(1, self.onehot_source)
-            onehot = (picked == self.onehot_value).to(x.dtype)
-            x = torch.cat([x, onehot], dim=1)
-            if self.encode_order is not None:
-                x = x.index_select(1, self.encode_order)
-            score, errors = self.scorer(x)
-            if self.decode_order is not None:
-                errors = errors.index_select(1, self.decode_order)
-            per_column = torch.cat(
-                [errors[:, : self.n_num], errors[:, self.n_num :] @ self.membership], dim=1
-            )
-            if self.column_order is not None:
-                per_column = per_column.index_select(1, self.column_order)
-            return score, per_column, score > self.threshold
-
-    return RawToScore().eval(), has_codes
+    return model.module(), bool(model.schema.categorical)
 
 
 def _torch_outputs(module, numeric: np.ndarray, codes: np.ndarray | None):
@@ -305,8 +207,9 @@ def _add_label_encoders(model, categories: list[tuple[str, ...]]):
     return model
 
 
-def _metadata(detector, preprocessor, extra: dict) -> dict:
-    schema = preprocessor.schema_
+def _metadata(model, extra: dict) -> dict:
+    detector = model.detector
+    schema = model.schema
     params = detector.get_params()
     if params.get("hidden_sizes") is not None:
         params["hidden_sizes"] = list(params["hidden_sizes"])
@@ -403,42 +306,41 @@ def check_parity(model_bytes: bytes, module, feeds: dict, codes: np.ndarray | No
 
 
 def export_model(
-    detector,
-    preprocessor,
+    model,
     check_frame: pd.DataFrame,
     path: str | Path | None = None,
     *,
     metadata: dict | None = None,
 ) -> tuple[bytes, ParityReport]:
-    """Build, check and (if ``path``) write the ONNX graph of a fitted detector.
+    """Build, check and (if ``path``) write the ONNX graph of an anomaly model.
 
     ``check_frame`` holds real rows (with the schema's columns) for the parity
     check. Raises :class:`ExportError` when onnxruntime and torch disagree.
     """
     import onnx
 
-    schema = preprocessor.schema_
-    module, has_codes = _graph_module(detector, preprocessor)
+    schema = model.schema
+    module, has_codes = _graph_module(model)
+    codes = model.encoder.split_inputs(check_frame)[1] if has_codes else None
+    meta = _metadata(model, metadata or {})
     try:
-        model = _export_core(module, has_codes, len(schema.numeric), len(schema.categorical))
+        graph = _export_core(module, has_codes, len(schema.numeric), len(schema.categorical))
     except Exception as exc:  # the exporter raises many internal types
         raise ExportError(f"torch could not export the model: {str(exc).splitlines()[0]}") from exc
     if has_codes:
         cats = [c.categories for c in schema.columns if c.kind == "categorical"]
-        model = _add_label_encoders(model, cats)
+        graph = _add_label_encoders(graph, cats)
     feeds = encode_frame(check_frame, schema.numeric, schema.categorical)
-    codes = preprocessor.split_inputs(check_frame)[1] if has_codes else None
-    meta = _metadata(detector, preprocessor, metadata or {})
-    del model.metadata_props[:]
-    entry = model.metadata_props.add()
+    del graph.metadata_props[:]
+    entry = graph.metadata_props.add()
     entry.key, entry.value = "anomtune", "{}"
-    model.producer_name = "anomtune"
-    model.producer_version = __version__
+    graph.producer_name = "anomtune"
+    graph.producer_version = __version__
     try:
-        onnx.checker.check_model(model, full_check=True)
+        onnx.checker.check_model(graph, full_check=True)
     except Exception as exc:
         raise ExportError(f"the exported graph is not valid ONNX: {exc}") from exc
-    report = check_parity(model.SerializeToString(), module, feeds, codes)
+    report = check_parity(graph.SerializeToString(), module, feeds, codes)
     if not report.passed:
         raise ExportError(
             f"onnxruntime disagrees with torch: largest relative difference "
@@ -447,7 +349,7 @@ def export_model(
         )
     meta["parity"] = report.to_dict()
     entry.value = json.dumps(meta, sort_keys=True, default=_json_default)
-    data = model.SerializeToString()
+    data = graph.SerializeToString()
     if path is not None:
         from anomtune.persist import write_bytes_atomic
 
@@ -463,43 +365,33 @@ def _json_default(value):
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
-def export_run(run_dir: str | Path, path: str | Path | None = None) -> tuple[bytes, dict]:
-    """Export the best model of a ``tune`` run folder, checked on its validation rows."""
-    from anomtune.data import read_table
-    from anomtune.persist import load_model
-    from anomtune.pipeline import prepare
-    from anomtune.tuning import read_options
+def export_run(run_dir: str | Path, path: str | Path | None = None, *, data=None):
+    """Export the best model of a ``tune`` run folder, checked on its validation rows.
 
-    run_dir = Path(run_dir)
-    try:
-        summary = json.loads((run_dir / "summary.json").read_text())
-    except FileNotFoundError as exc:
-        raise ExportError(f"{run_dir}: not a run folder (no summary.json)") from exc
-    except (OSError, ValueError) as exc:  # a JSONDecodeError is a ValueError
-        raise ExportError(f"{run_dir / 'summary.json'}: not valid JSON ({exc})") from exc
-    if not isinstance(summary, dict) or not summary.get("best"):
-        raise ExportError(f"{run_dir}: the run has no best model to export")
-    detector, preprocessor, _ = load_model(run_dir / "model")
-    cfg = summary["config"]
-    table = read_table(cfg["data"], **read_options(cfg))
-    if table.fingerprint != summary["data"]["fingerprint"]:
-        raise ExportError(
-            f"{cfg['data']} has changed since the run (fingerprint differs); "
-            "the parity check needs the rows the model was validated on"
-        )
-    prepared = prepare(table, seed=summary["seed"], train_on=summary.get("train_on", "normal"))
-    check_frame = table.features.iloc[prepared.split.val]
+    ``data``: the run's data if it has moved, or its table (see
+    :meth:`anomtune.run.RunFolder.table`). Returns the graph's bytes and
+    what was recorded in its metadata, with the parity report.
+    """
+    from anomtune.run import RunFolder
+
+    run = RunFolder.open(run_dir)
+    summary = run.summary
+    if not summary.best:
+        raise ExportError(f"{run.path}: the run has no best model to export")
+    model = run.model()
+    table = run.table(data)
+    check_frame = table.features.iloc[run.split(table).val]
     extra = {
-        "metrics": summary["metrics"],
-        "data_fingerprint": summary["data"]["fingerprint"],
+        "metrics": summary.metrics,
+        "data_fingerprint": summary.fingerprint,
         "lineage": {
-            "study": summary["study"]["name"],
-            "storage": summary["study"]["storage"],
-            "trial": summary["best"]["number"],
-            "run_dir": str(run_dir.resolve()),
-            "seed": summary["best"]["seed"],
+            "study": summary.study_name,
+            "storage": summary.storage,
+            "trial": summary.best["number"],
+            "run_dir": str(run.path.resolve()),
+            "seed": summary.best["seed"],
         },
-        "versions": summary.get("versions"),
+        "versions": summary.versions,
     }
-    data, report = export_model(detector, preprocessor, check_frame, path, metadata=extra)
-    return data, {"parity": report.to_dict(), **extra}
+    graph, report = export_model(model, check_frame, path, metadata=extra)
+    return graph, {"parity": report.to_dict(), **extra}

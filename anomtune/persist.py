@@ -1,4 +1,4 @@
-"""Save and load a fitted detector without pickle.
+"""Save and load a fitted anomaly model without pickle.
 
 A model folder holds ``model.json`` (parameters, architecture, column
 encoder, threshold, provenance) and ``weights.npz`` (every tensor of the
@@ -22,10 +22,11 @@ __all__ = ["load_model", "replace_dir", "save_model", "write_bytes_atomic", "wri
 FORMAT = "anomtune-model/1"
 
 
-def save_model(detector, preprocessor, folder: str | Path, *, meta: dict | None = None) -> Path:
-    """Write ``detector`` (fitted) and its column encoder into ``folder``."""
+def save_model(model, folder: str | Path, *, meta: dict | None = None) -> Path:
+    """Write an :class:`~anomtune.model.AnomalyModel` into ``folder``."""
     import torch
 
+    detector = model.detector
     folder = Path(folder)
     make_dirs(folder)
     state = {k: v.detach().cpu().numpy() for k, v in detector.module_.state_dict().items()}
@@ -44,7 +45,7 @@ def save_model(detector, preprocessor, folder: str | Path, *, meta: dict | None 
         "threshold_rule": detector.threshold_rule_,
         "n_epochs": int(detector.n_epochs_),
         "training_status": detector.training_status_,
-        "preprocessor": preprocessor.to_dict() if preprocessor is not None else None,
+        "preprocessor": model.encoder.to_dict(),
         "torch_version": torch.__version__,
         "meta": meta or {},
     }
@@ -53,12 +54,13 @@ def save_model(detector, preprocessor, folder: str | Path, *, meta: dict | None 
 
 
 def load_model(folder: str | Path):
-    """Rebuild ``(detector, preprocessor, document)`` from a model folder."""
+    """Rebuild ``(AnomalyModel, document)`` from a model folder."""
     import torch
 
     from anomtune.detector import AutoencoderDetector
+    from anomtune.model import AnomalyModel
     from anomtune.models import ReconstructionScorer
-    from anomtune.preprocess import Preprocessor, Scaler
+    from anomtune.preprocess import InputEncoder, Scaler
 
     folder = Path(folder)
     try:
@@ -69,6 +71,8 @@ def load_model(folder: str | Path):
         raise DataError(f"{folder}/model.json: unreadable: {exc}") from exc
     if doc.get("format") != FORMAT:
         raise DataError(f"{folder}: unknown model format {doc.get('format')!r}")
+    if not doc.get("preprocessor"):
+        raise DataError(f"{folder}/model.json: has no column encoder; cannot score data")
     try:
         with np.load(folder / "weights.npz", allow_pickle=False) as data:
             state = {k: torch.from_numpy(np.array(data[k])) for k in data.files}
@@ -102,9 +106,7 @@ def load_model(folder: str | Path):
     detector.n_epochs_ = int(doc["n_epochs"])
     detector.training_status_ = doc["training_status"]
     detector.set_threshold(doc["threshold"], rule=doc["threshold_rule"])
-    pre = doc.get("preprocessor")
-    preprocessor = Preprocessor.from_dict(pre) if pre is not None else None
-    return detector, preprocessor, doc
+    return AnomalyModel(InputEncoder.from_dict(doc["preprocessor"]), detector), doc
 
 
 def write_json_atomic(path: str | Path, payload: object) -> None:

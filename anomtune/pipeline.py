@@ -1,7 +1,9 @@
 """One labeled table to a fitted, thresholded, evaluated detector.
 
-Shared by ``anomtune fit``, every tuning trial and the refit of the best
-trial, so that all of them prepare data, train and evaluate the same way.
+:func:`prepare` and :func:`fit_detector` are shared by ``anomtune fit``,
+every tuning trial on the train/validation split and the refit of the best
+trial, so that all of them prepare data, train and threshold the same way
+(cross-validated trials encode each fold with its own encoder).
 """
 
 from __future__ import annotations
@@ -16,9 +18,18 @@ from anomtune.data import Split, Table, split_rows, split_unlabeled, training_ro
 from anomtune.detector import AutoencoderDetector
 from anomtune.errors import ConfigError
 from anomtune.metrics import best_f1_threshold, evaluate
-from anomtune.preprocess import Preprocessor
+from anomtune.model import AnomalyModel
+from anomtune.preprocess import InputEncoder
 
-__all__ = ["Prepared", "check_param_names", "fit_detector", "prepare", "report"]
+__all__ = [
+    "Prepared",
+    "check_param_names",
+    "fit_detector",
+    "new_detector",
+    "prepare",
+    "report",
+    "split_table",
+]
 
 
 @dataclass
@@ -26,7 +37,7 @@ class Prepared:
     """A table encoded once: the matrix of all rows, labels and the split."""
 
     table: Table
-    preprocessor: Preprocessor
+    encoder: InputEncoder
     X: np.ndarray
     y: np.ndarray | None
     split: Split
@@ -36,6 +47,22 @@ class Prepared:
     def rows(self, part: str) -> tuple[np.ndarray, np.ndarray]:
         idx = {"train": self.train, "val": self.split.val, "test": self.split.test}[part]
         return self.X[idx], (self.y[idx] if self.y is not None else None)
+
+    def model(self, detector: AutoencoderDetector) -> AnomalyModel:
+        """``detector`` (fitted on these rows) with this table's encoder."""
+        return AnomalyModel(self.encoder, detector)
+
+
+def split_table(
+    table: Table, *, seed: int = 0, val_size: float = 0.2, test_size: float = 0.2
+) -> Split:
+    """The seeded train/validation/test split of ``table`` (stratified when labeled)."""
+    if table.labels is None:
+        return split_unlabeled(table.n_rows, seed=seed, val_size=val_size, test_size=test_size)
+    what = f"label column {table.schema.label!r}"
+    if table.source:
+        what += f" of {table.source}"
+    return split_rows(table.labels, seed=seed, val_size=val_size, test_size=test_size, what=what)
 
 
 def prepare(
@@ -51,37 +78,36 @@ def prepare(
 
     Without labels the split is random and every training row is used.
     """
-    if table.labels is None:
-        split = split_unlabeled(table.n_rows, seed=seed, val_size=val_size, test_size=test_size)
-    else:
-        what = f"label column {table.schema.label!r}"
-        if table.source:
-            what += f" of {table.source}"
-        split = split_rows(
-            table.labels, seed=seed, val_size=val_size, test_size=test_size, what=what
-        )
+    split = split_table(table, seed=seed, val_size=val_size, test_size=test_size)
     train = training_rows(split.train, table.labels, train_on)
-    pre = Preprocessor(table.schema, max_categories=max_categories)
-    pre.fit(table.features.iloc[train])
-    X = pre.transform(table.features)
+    encoder = InputEncoder(table.schema, max_categories=max_categories)
+    encoder.fit(table.features.iloc[train])
+    X = encoder.encode(table.features)
     labels = np.asarray(table.labels) if table.labels is not None else None
-    return Prepared(table, pre, X, labels, split, train, train_on)
+    return Prepared(table, encoder, X, labels, split, train, train_on)
+
+
+def new_detector(params: dict, *, seed: int) -> AutoencoderDetector:
+    """An unfitted detector with ``params``, refused if a name is unknown."""
+    check_param_names(params)
+    return AutoencoderDetector(**params, random_state=seed)
 
 
 def fit_detector(
     prepared: Prepared, params: dict, *, seed: int, epoch_callback=None
 ) -> AutoencoderDetector:
-    """Fit a detector with ``params`` on the training rows and set its threshold
-    to the one that maximises F1 on the validation rows."""
-    check_param_names(params)
-    detector = AutoencoderDetector(**params, random_state=seed)
+    """Fit a detector with ``params`` on the training rows and, for labeled
+    data, set its threshold to the one that maximises F1 on the validation
+    rows (unlabeled: the training-score quantile stays)."""
+    detector = new_detector(params, seed=seed)
     X_train, _ = prepared.rows("train")
     detector.fit(X_train, epoch_callback=epoch_callback)
     X_val, y_val = prepared.rows("val")
-    scores = detector.anomaly_score(X_val)
-    if np.isfinite(scores).all():
-        threshold, _ = best_f1_threshold(y_val, scores)
-        detector.set_threshold(threshold, rule="maximises F1 on the validation split")
+    if y_val is not None:
+        scores = detector.anomaly_score(X_val)
+        if np.isfinite(scores).all():
+            threshold, _ = best_f1_threshold(y_val, scores)
+            detector.set_threshold(threshold, rule="maximises F1 on the validation split")
     return detector
 
 

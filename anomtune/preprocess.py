@@ -1,13 +1,15 @@
-"""Turn table columns into the numeric matrix an autoencoder reads.
+"""The model's input encoder (impute, one-hot) and the feature scaler.
 
-Two steps, both fitted on training rows only and both available as torch
-modules so that export can put them inside the model graph:
+Both are fitted on training rows only and run as torch modules, the same
+ones for training, the refit, the report and the exported graph:
 
-- :class:`Preprocessor`: impute numeric columns with the training median and
+- :class:`InputEncoder`: impute numeric columns with the training median and
   one-hot encode categorical columns with the training vocabulary (the most
   frequent ``max_categories`` values; rarer and unseen values, and missing
-  ones, encode as all zeros).
-- :class:`Scaler`: standard, robust or min-max scaling of that matrix.
+  ones, encode as all zeros). Its module takes the raw numeric block and the
+  categorical codes (:meth:`InputEncoder.split_inputs`).
+- :class:`Scaler`: standard, robust or min-max scaling of the encoded
+  matrix; the detector fits it, since the scaling is one of its parameters.
 """
 
 from __future__ import annotations
@@ -17,13 +19,35 @@ import pandas as pd
 
 from anomtune.data import CATEGORICAL, NUMERIC, Column, Schema, _label_text
 from anomtune.errors import ConfigError, DataError
+from anomtune.inputs import features_feeds
 
-__all__ = ["SCALERS", "Preprocessor", "Scaler"]
+__all__ = ["SCALERS", "InputEncoder", "Scaler", "raw_inputs"]
 
 SCALERS = ("standard", "robust", "minmax", "none")
 
 
-class Preprocessor:
+def raw_inputs(frame: pd.DataFrame, schema: Schema) -> tuple[np.ndarray, np.ndarray]:
+    """A frame as model inputs: the numeric block (float32, NaN kept) and the
+    categorical codes (int64, -1 for missing or outside the vocabulary).
+
+    ``schema`` is a fitted one: its categorical columns carry their vocabulary.
+    """
+    missing = [c for c in schema.feature_names if c not in frame.columns]
+    if missing:
+        raise DataError(f"missing feature column(s): {', '.join(map(repr, missing))}")
+    # The same rules as every other door (anomtune.inputs), so a category read
+    # as 1.0 here and as "1" in training is the same category.
+    feeds = features_feeds(frame, schema.numeric, schema.categorical)
+    numeric = feeds["numeric"]
+    codes = np.full((len(frame), len(schema.categorical)), -1, dtype=np.int64)
+    cats = [c for c in schema.columns if c.kind == CATEGORICAL]
+    for j, col in enumerate(cats):
+        lookup = {v: k for k, v in enumerate(col.categories)}
+        codes[:, j] = [lookup.get(v, -1) for v in feeds["categorical"][:, j]]
+    return numeric, codes
+
+
+class InputEncoder:
     """Impute and one-hot encode the feature columns of a table.
 
     Parameters
@@ -38,10 +62,12 @@ class Preprocessor:
         self.schema = schema
         self.max_categories = max_categories
 
-    def fit(self, frame: pd.DataFrame) -> Preprocessor:
+    def fit(self, frame: pd.DataFrame) -> InputEncoder:
         if self.max_categories < 1:
             raise ConfigError(f"max_categories must be at least 1, not {self.max_categories}")
-        self._check_columns(frame)
+        missing = [c for c in self.schema.feature_names if c not in frame.columns]
+        if missing:
+            raise DataError(f"missing feature column(s): {', '.join(map(repr, missing))}")
         medians = {}
         columns = []
         for col in self.schema.columns:
@@ -67,11 +93,6 @@ class Preprocessor:
         self.schema_ = self.schema.with_columns(columns)
         return self
 
-    def _check_columns(self, frame: pd.DataFrame) -> None:
-        missing = [c for c in self.schema.feature_names if c not in frame.columns]
-        if missing:
-            raise DataError(f"missing feature column(s): {', '.join(map(repr, missing))}")
-
     @property
     def output_names(self) -> list[str]:
         """Names of the encoded columns: numeric names, then ``column=value``."""
@@ -93,51 +114,27 @@ class Preprocessor:
 
     def split_inputs(self, frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
         """The raw numeric block (float32, NaN kept) and categorical codes (-1 unknown)."""
-        self._check_columns(frame)
-        schema = self.schema_
-        numeric = np.empty((len(frame), len(schema.numeric)), dtype=np.float32)
-        for j, name in enumerate(schema.numeric):
-            try:
-                numeric[:, j] = frame[name].to_numpy(dtype="float64", na_value=np.nan)
-            except (TypeError, ValueError) as exc:
-                raise DataError(f"numeric column {name!r} has non-numeric values") from exc
-        codes = np.full((len(frame), len(schema.categorical)), -1, dtype=np.int64)
-        cats = [c for c in schema.columns if c.kind == CATEGORICAL]
-        for j, col in enumerate(cats):
-            lookup = {v: k for k, v in enumerate(col.categories)}
-            values = frame[col.name]
-            # The same text form as in fit, so a category read as 1.0 here
-            # and as "1" in training is the same category.
-            codes[:, j] = [
-                -1
-                if v is None or (isinstance(v, float) and np.isnan(v))
-                else lookup.get(_label_text(v), -1)
-                for v in values.astype("object").where(values.notna(), None)
-            ]
-        return numeric, codes
+        return raw_inputs(frame, self.schema_)
 
-    def transform(self, frame: pd.DataFrame) -> np.ndarray:
-        """Encode ``frame`` into a float32 matrix with ``len(output_names)`` columns."""
+    def module(self):
+        """The torch module: ``(numeric float32 with NaN, int64 codes) -> encoded matrix``."""
+        import torch
+
+        from anomtune.models.blocks import EncodeInputs
+
+        medians = [self.medians_[n] for n in self.schema_.numeric]
+        # 0 marks a numeric column; a positive number is a vocabulary size.
+        layout = [0 if c.kind == NUMERIC else len(c.categories) for c in self.schema_.columns]
+        return EncodeInputs(torch.tensor(medians, dtype=torch.float32), layout).eval()
+
+    def encode(self, frame: pd.DataFrame) -> np.ndarray:
+        """``frame`` through :meth:`module`: float32, ``len(output_names)`` columns."""
+        import torch
+
         numeric, codes = self.split_inputs(frame)
-        medians = np.asarray([self.medians_[n] for n in self.schema_.numeric], dtype=np.float32)
-        numeric = np.where(np.isnan(numeric), medians, numeric)
-        blocks = []
-        n_num = n_cat = 0
-        for col in self.schema_.columns:
-            if col.kind == NUMERIC:
-                blocks.append(numeric[:, n_num : n_num + 1])
-                n_num += 1
-            else:
-                blocks.append(
-                    (codes[:, n_cat : n_cat + 1] == np.arange(len(col.categories))).astype(
-                        np.float32
-                    )
-                )
-                n_cat += 1
-        return np.concatenate(blocks, axis=1).astype(np.float32, copy=False)
-
-    def fit_transform(self, frame: pd.DataFrame) -> np.ndarray:
-        return self.fit(frame).transform(frame)
+        with torch.no_grad():
+            out = self.module()(torch.from_numpy(numeric), torch.from_numpy(codes))
+        return out.numpy()
 
     def to_dict(self) -> dict:
         return {
@@ -147,23 +144,12 @@ class Preprocessor:
         }
 
     @classmethod
-    def from_dict(cls, data: dict) -> Preprocessor:
+    def from_dict(cls, data: dict) -> InputEncoder:
         schema = Schema.from_dict(data["schema"])
         obj = cls(schema, max_categories=data["max_categories"])
         obj.schema_ = schema
         obj.medians_ = {k: float(v) for k, v in data["medians"].items()}
         return obj
-
-    def as_module(self):
-        """A torch module: ``(numeric float32 with NaN, int64 codes) -> encoded matrix``."""
-        import torch
-
-        from anomtune.models.blocks import EncodeColumns
-
-        medians = [self.medians_[n] for n in self.schema_.numeric]
-        # 0 marks a numeric column; a positive number is a vocabulary size.
-        layout = [0 if c.kind == NUMERIC else len(c.categories) for c in self.schema_.columns]
-        return EncodeColumns(torch.tensor(medians, dtype=torch.float32), layout)
 
 
 class Scaler:

@@ -17,10 +17,8 @@ metrics came from.
 
 from __future__ import annotations
 
-import csv
 import html
 import io
-import json
 import logging
 import math
 import re
@@ -110,69 +108,27 @@ class _Run:
     threshold: float | None
 
 
-def _read_summary(folder: Path) -> dict:
-    if not folder.exists():
-        raise ConfigError(f"{folder}: no such run folder")
-    if not folder.is_dir():
-        raise ConfigError(f"{folder}: not a folder; give the run folder 'anomtune tune' wrote")
-    path = folder / "summary.json"
-    try:
-        summary = json.loads(path.read_text())
-    except FileNotFoundError as exc:
-        raise ConfigError(f"{folder}: not a run folder (no summary.json)") from exc
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise DataError(f"{path}: unreadable: {exc}") from exc
-    needed = ("data", "split", "study", "config")
-    if not isinstance(summary, dict) or any(k not in summary for k in needed):
-        raise DataError(f"{path}: not an anomtune run summary")
-    return summary
-
-
-def _trials_from_csv(folder: Path) -> list[_Trial]:
-    path = folder / "trials.csv"
-    try:
-        with open(path, newline="") as fh:
-            rows = list(csv.DictReader(fh))
-    except FileNotFoundError:
-        return []
-    except (OSError, csv.Error, UnicodeDecodeError) as exc:
-        raise DataError(f"{path}: unreadable: {exc}") from exc
-    out = []
-    for row in rows:
-        try:
-            number = int(row["number"])
-            value = float(row["value"]) if row.get("value") else None
-        except (KeyError, ValueError) as exc:
-            raise DataError(f"{path}: not a trials table: {exc}") from exc
-        params = {
-            k.removeprefix("params_"): v
-            for k, v in row.items()
-            if k.startswith("params_") and v not in ("", None)
-        }
-        out.append(_Trial(number, row.get("state", ""), value, params))
-    return out
+def _trials_from_csv(run) -> list[_Trial]:
+    return [_Trial(t.number, t.state, t.value, dict(t.params)) for t in run.trials()]
 
 
 def _load_study(summary: dict, storage: str | None, numbers: set[int]):
     """An in-memory copy of the run's trials from the study's storage, or a note why not."""
     import optuna
-    from optuna.storages.journal import JournalFileBackend
+
+    from anomtune.tuning import open_existing_storage
 
     info = summary["study"]
     where = storage or info.get("storage")
     if not where:
         return None, "the summary names no study storage"
+    if "://" not in where and not Path(where).is_file():
+        return None, f"the study storage {where} is not there (give --storage)"
     try:
-        if where.startswith("sqlite:///") and not Path(where[len("sqlite:///") :]).is_file():
-            return None, f"the study storage {where} is not there (give --storage)"
-        if "://" in where:
-            # Read only: never create tables in a database that has none.
-            source = optuna.storages.RDBStorage(where, skip_table_creation=True)
-        else:
-            if not Path(where).is_file():
-                return None, f"the study storage {where} is not there (give --storage)"
-            source = optuna.storages.JournalStorage(JournalFileBackend(where))
+        source, _ = open_existing_storage(where)
         stored = optuna.load_study(study_name=info["name"], storage=source)
+    except ConfigError as exc:
+        return None, f"{exc} (give --storage)"
     except KeyError:
         return None, f"no study {info['name']!r} in {where}"
     except Exception as exc:  # storages raise many kinds for a bad URL or file
@@ -203,75 +159,37 @@ def _trials_from_study(study) -> list[_Trial]:
     return out
 
 
-def _read_data(summary: dict, data: str | None):
-    from anomtune.data import read_table
-    from anomtune.tuning import read_options
-
-    cfg = summary["config"]
-    path = data or cfg.get("data")
-    if not path or path == "-":
-        raise ConfigError(
-            "the run read its data from standard input; give the data file with --data"
-        )
-    if not Path(path).is_file():
-        raise ConfigError(
-            f"the run's data file {path} is not there; give its current path with --data"
-        )
-    table = read_table(path, **read_options(cfg))
-    recorded = summary["data"].get("fingerprint")
-    if table.fingerprint != recorded:
-        raise DataError(
-            f"{path} is not the data the run was tuned on (fingerprint {table.fingerprint[:19]}"
-            f"..., the run recorded {str(recorded)[:19]}...)"
-        )
-    return table
-
-
-def _score_parts(folder: Path, summary: dict, table) -> tuple[list[_Part], list[str], float]:
-    from anomtune.data import split_rows, split_unlabeled
-    from anomtune.persist import load_model
-
-    detector, preprocessor, _ = load_model(folder / "model")
-    if preprocessor is None:
-        raise DataError(f"{folder}/model: has no column encoder; cannot score the data")
-    split = summary["split"]
-    kwargs = {
-        "seed": int(split["seed"]),
-        "val_size": float(split.get("val_size", 0.2)),
-        "test_size": float(split.get("test_size", 0.2)),
-    }
-    if table.labels is None:
-        parts = split_unlabeled(table.n_rows, **kwargs)
-    else:
-        parts = split_rows(table.labels, **kwargs)
-    X = preprocessor.transform(table.features)
-    groups = preprocessor.output_groups
+def _score_parts(run, table) -> tuple[list[_Part], list[str], float]:
+    model = run.model()
+    split = run.split(table)
     columns = list(table.schema.feature_names)
     out = []
-    for name, rows in (("val", parts.val), ("test", parts.test)):
-        scores = detector.anomaly_score(X[rows])
-        errors = detector.feature_errors(X[rows])
-        per_column = np.zeros((len(rows), len(columns)))
-        np.add.at(per_column.T, groups, errors.T)
+    for name, rows in (("val", split.val), ("test", split.test)):
+        frame = table.features.iloc[rows]
+        scores = model.anomaly_score(frame)
+        per_column = model.column_errors(frame).astype(np.float64)
         total = per_column.sum(axis=1, keepdims=True)
         shares = np.divide(per_column, total, out=np.zeros_like(per_column), where=total > 0)
         labels = table.labels[rows] if table.labels is not None else None
         out.append(_Part(name, np.asarray(rows), labels, scores, shares))
-    return out, columns, float(detector.threshold_)
+    return out, columns, model.threshold
 
 
 def _load_run(folder: Path, *, data: str | None, storage: str | None) -> _Run:
-    summary = _read_summary(folder)
-    csv_trials = _trials_from_csv(folder)
+    from anomtune.run import RunFolder
+
+    run = RunFolder.open(folder)
+    summary = run.summary.to_dict()
+    csv_trials = _trials_from_csv(run)
     numbers = {t.number for t in csv_trials}
     study, note = _load_study(summary, storage, numbers)
     trials = _trials_from_study(study) if study is not None else csv_trials
     parts, columns, features, ids, threshold = [], [], None, None, None
-    if summary.get("best"):
+    if run.summary.best:
         if not (folder / "model").is_dir():
             raise DataError(f"{folder}: the run has a best trial but no model/ folder")
-        table = _read_data(summary, data)
-        parts, columns, threshold = _score_parts(folder, summary, table)
+        table = run.table(data)
+        parts, columns, threshold = _score_parts(run, table)
         features, ids = table.features, table.ids
     return _Run(folder, summary, trials, note, study, parts, columns, features, ids, threshold)
 
@@ -979,8 +897,9 @@ def write_report(
 ) -> Path:
     """Write the report of ``run_dir`` to ``path`` whole (old file or new, never half)."""
     from anomtune.files import write_bytes
+    from anomtune.run import RunFolder
 
-    _read_summary(Path(run_dir))  # a missing run folder is the first thing to say
+    RunFolder.open(run_dir)  # a missing run folder is the first thing to say
     path = Path(path)
     if path.is_dir():
         raise ConfigError(f"{path}: is a folder; give a file name for the report")

@@ -106,7 +106,7 @@ def build_model(root: str, name: str, folder: Path, epochs: int) -> tuple[Path, 
     detector = fit_detector(prepared, {"epochs": epochs}, seed=0)
     val = prepared.table.features.iloc[prepared.split.val]
     path = folder / f"{name}.onnx"
-    export_model(detector, prepared.preprocessor, val, path)
+    export_model(prepared.model(detector), val, path)
     return path, X
 
 

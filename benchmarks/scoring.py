@@ -85,7 +85,8 @@ import anomtune
 from anomtune import AutoencoderDetector
 from anomtune.data import table_from_frame
 from anomtune.export import _graph_module, export_model
-from anomtune.preprocess import Preprocessor
+from anomtune.model import AnomalyModel
+from anomtune.preprocess import InputEncoder
 from anomtune.scoring import Scorer
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "scoring.csv"
@@ -167,14 +168,14 @@ def build(n_features: int, seed: int, epochs: int, max_batch: int) -> dict:
     names = [f"f{i}" for i in range(n_features)]
     train = pd.DataFrame(rows(rng, TRAIN_ROWS, mixing), columns=names)
     table = table_from_frame(train)
-    pre = Preprocessor(table.schema).fit(table.features)
+    pre = InputEncoder(table.schema).fit(table.features)
     detector = AutoencoderDetector(epochs=epochs, device="cpu", random_state=seed)
-    detector.fit(pre.transform(table.features))
+    detector.fit(pre.encode(table.features))
     start = time.perf_counter()
-    graph, _ = export_model(detector, pre, table.features.iloc[:256])
+    graph, _ = export_model(AnomalyModel(pre, detector), table.features.iloc[:256])
     export_seconds = time.perf_counter() - start
     frame = pd.DataFrame(rows(rng, max_batch, mixing), columns=names)
-    graph_module, _ = _graph_module(detector, pre)
+    graph_module, _ = _graph_module(AnomalyModel(pre, detector))
     return {
         "detector": detector,
         "graph_module": graph_module,

@@ -23,7 +23,7 @@ is the steadier figure:
     ``anomtune score MODEL.onnx big.parquet -o out.csv --quiet``.
 ``pandas_torch``
     The baseline: ``pandas.read_csv``, the preprocessing the model was
-    trained with (``Preprocessor.transform``: missing values to medians),
+    trained with (``InputEncoder.encode``: missing values to medians),
     ``detector.module_`` in eager mode under ``torch.no_grad()`` on the whole
     float32 matrix with 2 torch threads (scaling, the autoencoder, the mean
     squared error), the threshold, and ``DataFrame.to_csv`` of the same three
@@ -149,17 +149,18 @@ def build(workdir: Path, datasets: Path | None, rows: int, seed: int, epochs: in
     from anomtune import AutoencoderDetector
     from anomtune.data import table_from_frame
     from anomtune.export import export_model
+    from anomtune.model import AnomalyModel
     from anomtune.persist import save_model
-    from anomtune.preprocess import Preprocessor
+    from anomtune.preprocess import InputEncoder
 
     train, sample, source = training_rows(datasets, seed)
     table = table_from_frame(train)
-    pre = Preprocessor(table.schema).fit(table.features)
+    pre = InputEncoder(table.schema).fit(table.features)
     detector = AutoencoderDetector(epochs=epochs, device="cpu", random_state=seed)
-    detector.fit(pre.transform(table.features))
+    detector.fit(pre.encode(table.features))
     onnx_path = workdir / "model.onnx"
-    export_model(detector, pre, table.features.iloc[:512], onnx_path)
-    save_model(detector, pre, workdir / "torch_model")
+    export_model(AnomalyModel(pre, detector), table.features.iloc[:512], onnx_path)
+    save_model(AnomalyModel(pre, detector), workdir / "torch_model")
 
     csv_path, parquet_path = workdir / "big.csv", workdir / "big.parquet"
     names = list(train.columns)
@@ -196,10 +197,11 @@ def baseline(model_dir: str, data: str, out: str, threads: int) -> None:
     from anomtune.persist import load_model
 
     torch.set_num_threads(threads)
-    detector, pre, _ = load_model(model_dir)
+    model, _ = load_model(model_dir)
+    detector, pre = model.detector, model.encoder
     start = time.perf_counter()
     frame = pd.read_csv(data)
-    X = torch.from_numpy(pre.transform(frame))
+    X = torch.from_numpy(pre.encode(frame))
     with torch.no_grad():
         score, _ = detector.module_.eval()(X)
     score = score.numpy()

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import click
 
 __all__ = ["space_command"]
@@ -55,31 +52,22 @@ def space_command(data_path, label, n_features, run_dir, output, as_json):
       anomtune space --features 10 --json
     """
     from anomtune.errors import ConfigError
-    from anomtune.space import default_space, load_space, narrow
-    from anomtune.tuning import SPACE_HEADER, refine_trials
+    from anomtune.space import default_space
+    from anomtune.tuning import SPACE_HEADER
 
     if run_dir is not None:
-        folder = Path(run_dir)
-        if not (folder / "space.toml").exists():
-            raise ConfigError(f"{folder}: not a run folder (no space.toml)")
-        space = load_space(folder / "space.toml")
-        try:
-            summary = json.loads((folder / "summary.json").read_text())
-            maximize = summary["study"]["directions"][0] == "maximize"
-        except (OSError, ValueError, LookupError, TypeError) as exc:
-            raise ConfigError(
-                f"{folder / 'summary.json'}: not a readable run summary ({exc})"
-            ) from exc
-        best = refine_trials(folder / "trials.csv", space, maximize=maximize)
-        space = narrow(space, best)
-        header = SPACE_HEADER + f"# Refined from {folder} around its {len(best)} best trials.\n"
+        from anomtune.run import RunFolder
+        from anomtune.tuning import refine_space
+
+        space, n_best = refine_space(RunFolder.open(run_dir))
+        header = SPACE_HEADER + f"# Refined from {run_dir} around its {n_best} best trials.\n"
     else:
         if data_path is not None:
             from anomtune.data import read_table
-            from anomtune.preprocess import Preprocessor
+            from anomtune.preprocess import InputEncoder
 
             table = read_table(data_path, label=label)
-            n_features = len(Preprocessor(table.schema).fit(table.features).output_names)
+            n_features = len(InputEncoder(table.schema).fit(table.features).output_names)
         if n_features < 1:
             raise ConfigError(f"--features must be at least 1, not {n_features}")
         space = default_space(n_features)

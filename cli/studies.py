@@ -1,13 +1,12 @@
 """``anomtune studies`` and ``anomtune trials``: what a study storage holds.
 
 Both read the storage ``anomtune tune`` writes (resolved by the same
-function, :func:`anomtune.tuning.open_storage`) and change nothing in it.
+function, :func:`anomtune.tuning.open_existing_storage`) and change nothing in it.
 """
 
 from __future__ import annotations
 
 import difflib
-from pathlib import Path
 
 import click
 
@@ -41,46 +40,10 @@ def storage_options(func):
 
 
 def _open_existing(storage: str | None, workspace: str):
-    """The storage and its label, or ``(None, label)`` when the default one does not exist yet.
+    """The storage and its label, or ``(None, label)`` when the default one does not exist yet."""
+    from anomtune.tuning import open_existing_storage
 
-    Nothing is created: a missing journal or SQLite file given by name is an
-    error, since ``open_storage`` would otherwise create an empty one.
-    """
-    from anomtune.errors import ConfigError
-    from anomtune.tuning import open_storage
-
-    if storage is None:
-        default = Path(workspace) / "studies.journal"
-        if not default.is_file():
-            return None, str(default)
-    elif "://" in storage:
-        if storage.startswith("sqlite:"):
-            database = _sqlite_file(storage)
-            if database is not None and not Path(database).is_file():
-                raise ConfigError(f"storage {storage!r}: no SQLite database at {database}")
-    elif not Path(storage).exists():
-        raise ConfigError(
-            f"storage {storage!r}: no such journal file (anomtune tune --storage creates it)"
-        )
-    try:
-        return open_storage(storage, workspace)
-    except (ValueError, KeyError, TypeError) as exc:
-        if isinstance(exc, ConfigError):
-            raise
-        raise ConfigError(
-            f"storage {storage!r} is not an Optuna journal file ({type(exc).__name__}: "
-            f"{str(exc).splitlines()[0] if str(exc) else 'unreadable'})"
-        ) from exc
-
-
-def _sqlite_file(url: str) -> str | None:
-    from sqlalchemy.engine import make_url
-
-    try:
-        database = make_url(url).database
-    except Exception:  # a malformed URL is reported by open_storage
-        return None
-    return database if database and database != ":memory:" else None
+    return open_existing_storage(storage, workspace)
 
 
 def _summaries(storage) -> list:
@@ -95,11 +58,11 @@ def _summaries(storage) -> list:
 def _study_row(storage, summary) -> dict:
     from optuna.trial import TrialState
 
+    from anomtune.tuning import count_states
+
     study_id = storage.get_study_id_from_name(summary.study_name)
     trials = storage.get_all_trials(study_id, deepcopy=False)
-    counts = {state: 0 for state in ("complete", "pruned", "fail", "running", "waiting")}
-    for t in trials:
-        counts[t.state.name.lower()] = counts.get(t.state.name.lower(), 0) + 1
+    counts = count_states(trials)
     directions = [d.name.lower() for d in summary.directions]
     objectives = summary.user_attrs.get("anomtune.objectives") or directions
     complete = [t for t in trials if t.state == TrialState.COMPLETE and t.values]

@@ -18,7 +18,6 @@ from anomtune.cli.options import (
     split_names,
     train_on_option,
 )
-from anomtune.persist import write_json_atomic
 
 __all__ = ["tune_command"]
 
@@ -26,23 +25,20 @@ __all__ = ["tune_command"]
 def _enqueue_sources(values: tuple[str, ...]) -> list[dict]:
     """Parameters from a run folder (its best trial) or a JSON file (a dict or a list)."""
     from anomtune.errors import ConfigError
+    from anomtune.run import RunFolder
 
     out: list[dict] = []
     for value in values:
         path = Path(value)
         if path.is_dir():
-            path = path / "summary.json"
+            out.append(RunFolder.open(path).best_params())
+            continue
         try:
             doc = json.loads(path.read_text())
         except FileNotFoundError as exc:
             raise ConfigError(f"--enqueue {value}: no such file or run folder") from exc
         except (OSError, json.JSONDecodeError) as exc:
             raise ConfigError(f"--enqueue {value}: not a readable JSON file: {exc}") from exc
-        if isinstance(doc, dict) and "best" in doc:
-            best = doc["best"] or {}
-            doc = best.get("tuned_params") or best.get("params")
-            if not doc:
-                raise ConfigError(f"--enqueue {value}: the run has no best trial")
         items = doc if isinstance(doc, list) else [doc]
         if not all(isinstance(i, dict) for i in items):
             raise ConfigError(f"--enqueue {value}: expected an object of parameters or a list")
@@ -286,17 +282,13 @@ def tune_command(
         )
     finally:
         progress.close()
-    summary = result.summary
     registered = None
-    if register_name is not None and not result.interrupted and summary.get("best"):
-        registered = _register(result.out, register_name, registry, registry_files)
-        summary["registered"] = registered
-        write_json_atomic(Path(result.out) / "summary.json", summary)
+    if register_name is not None and not result.interrupted and result.summary.best:
+        registered = result.register(register_name, registry=registry, files=registry_files)
     report = None
     if report_path is not None and not result.interrupted:
-        from anomtune.report import write_report
-
-        report = write_report(result.out, report_path)
+        report = result.report(report_path)
+    summary = result.summary.to_dict()
     if as_json:
         print_json(summary)
     else:
@@ -353,22 +345,6 @@ def _registry_name(name: str, data: str) -> str:
         stem = Path(data).name.split(".")[0] if data != "-" else ""
         name = re.sub(r"[^a-z0-9_-]+", "-", stem.lower()).strip("-_") or "model"
     return validate_name(name)
-
-
-def _register(run_dir, name: str, registry: str | None, files: str | None) -> dict:
-    """Export the run's best model (parity-checked) and register it."""
-    from anomtune.registry import Registry, register_run
-
-    with Registry.open(registry, files=files, create=True) as reg:
-        info = register_run(reg, run_dir, name=name, description="registered by anomtune tune")
-        where = reg.location.display
-    return {
-        "ref": info.ref,
-        "name": name,
-        "version": info.version,
-        "sha256": info.sha256,
-        "registry": where,
-    }
 
 
 def _print_summary(summary: dict, out) -> None:

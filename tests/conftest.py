@@ -1,4 +1,4 @@
-"""Shared generated data for the detector tests, and PostgreSQL databases for the
+"""Shared generated data and helpers for the tests, and PostgreSQL databases for the
 tests that need a server."""
 
 from __future__ import annotations
@@ -6,10 +6,14 @@ from __future__ import annotations
 import os
 import uuid
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pg_cluster
 import pytest
+
+from anomtune.cli import main
 
 
 @dataclass(frozen=True)
@@ -136,3 +140,48 @@ def postgres_url(postgres_server):
             conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     finally:
         admin.dispose()
+
+
+# -- tuning runs ---------------------------------------------------------------------
+
+FAST_SPACE = """
+epochs = 6
+[n_layers]
+type = "int"
+low = 1
+high = 2
+grid = [1]
+[width]
+type = "int"
+low = 8
+high = 16
+grid = [8, 16]
+[batch_size]
+choices = [64, 128]
+grid = [128]
+[learning_rate]
+grid = [0.003]
+"""
+
+
+def write_planted(path: Path, n: int = 300, seed: int = 0) -> Path:
+    """Normal rows on a 2-d plane in 6 dimensions, 10% of rows off it."""
+    rng = np.random.default_rng(seed)
+    n_anom = n // 10
+    basis = rng.normal(size=(2, 6))
+    normal = rng.normal(size=(n - n_anom, 2)) @ basis + 0.05 * rng.normal(size=(n - n_anom, 6))
+    anomalies = rng.normal(scale=2.0, size=(n_anom, 6))
+    X = np.vstack([normal, anomalies])
+    y = np.r_[np.zeros(n - n_anom, int), np.ones(n_anom, int)]
+    order = rng.permutation(n)
+    frame = pd.DataFrame(X[order], columns=[f"x{i}" for i in range(6)])
+    frame["label"] = y[order]
+    frame.to_csv(path, index=False)
+    return path
+
+
+def run_cli(args: list[str], capsys) -> tuple[int, str, str]:
+    with pytest.raises(SystemExit) as exc:
+        main(args)
+    out, err = capsys.readouterr()
+    return exc.value.code, out, err

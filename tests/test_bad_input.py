@@ -446,7 +446,7 @@ CASES = [
     Case(
         "opt-space-refine-not-a-run",
         lambda env: ["space", "--refine", str(env.tmp)],
-        r"not a run folder \(no space\.toml\)",
+        r"not a run folder \(no summary\.json\)",
     ),
     # -- search-space files ----------------------------------------------------------------------
     Case(

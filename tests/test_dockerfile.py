@@ -107,7 +107,7 @@ def _model_and_data(folder: Path) -> tuple[Path, Path]:
     prepared = prepare(table, seed=0)
     detector = fit_detector(prepared, {"epochs": 3}, seed=0)
     model = folder / "m.onnx"
-    export_model(detector, prepared.preprocessor, table.features.iloc[prepared.split.val], model)
+    export_model(prepared.model(detector), table.features.iloc[prepared.split.val], model)
     data = folder / "d.csv"
     frame.to_csv(data, index=False)
     return model, data

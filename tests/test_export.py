@@ -15,6 +15,7 @@ from anomtune.cli import main
 from anomtune.data import table_from_frame
 from anomtune.errors import DataError
 from anomtune.export import OPSET, check_parity, export_model
+from anomtune.model import AnomalyModel
 from anomtune.pipeline import fit_detector, prepare
 from anomtune.scoring import load_scorer, slice_rows
 
@@ -65,7 +66,7 @@ def test_every_variant_exports_with_parity(mixed_prepared, params, tmp_path):
     table = mixed_prepared.table
     val = table.features.iloc[mixed_prepared.split.val]
     path = tmp_path / "model.onnx"
-    _, report = export_model(detector, mixed_prepared.preprocessor, val, path)
+    _, report = export_model(mixed_prepared.model(detector), val, path)
     assert report.passed and report.label_flips == 0
     assert report.max_relative_error <= 1e-4
     assert report.batch_sizes == [1, 2, len(val)]
@@ -89,7 +90,7 @@ def test_graph_shape_opset_checker_and_metadata(mixed_prepared, tmp_path):
     detector = fit_detector(mixed_prepared, {"epochs": 4}, seed=0)
     val = mixed_prepared.table.features.iloc[mixed_prepared.split.val]
     data, _ = export_model(
-        detector, mixed_prepared.preprocessor, val, metadata={"metrics": {"val": {"x": 1}}}
+        mixed_prepared.model(detector), val, metadata={"metrics": {"val": {"x": 1}}}
     )
     model = onnx.load_from_string(data)
     onnx.checker.check_model(model, full_check=True)
@@ -106,7 +107,7 @@ def test_graph_shape_opset_checker_and_metadata(mixed_prepared, tmp_path):
     assert meta["feature_names"] == ["a", "b", "c", "d", "color", "size"]
     vocab = meta["schema"]["columns"][4]["categories"]
     assert sorted(vocab) == ["blue", "green", "red"]
-    assert vocab == list(mixed_prepared.preprocessor.schema_.columns[4].categories)
+    assert vocab == list(mixed_prepared.encoder.schema_.columns[4].categories)
     assert meta["metrics"] == {"val": {"x": 1}}
     assert meta["parity"]["passed"] is True
     for key in ("params", "threshold_rule", "anomtune_version", "architecture"):
@@ -115,9 +116,9 @@ def test_graph_shape_opset_checker_and_metadata(mixed_prepared, tmp_path):
 
 def test_missing_and_unseen_values_are_handled_inside_the_graph(mixed_prepared, tmp_path):
     detector = fit_detector(mixed_prepared, {"epochs": 4}, seed=0)
-    pre = mixed_prepared.preprocessor
+    pre = mixed_prepared.encoder
     val = mixed_prepared.table.features.iloc[mixed_prepared.split.val]
-    data, _ = export_model(detector, pre, val)
+    data, _ = export_model(AnomalyModel(pre, detector), val)
     rows = pd.DataFrame(
         {
             "a": [np.nan, 0.5],
@@ -129,7 +130,7 @@ def test_missing_and_unseen_values_are_handled_inside_the_graph(mixed_prepared, 
         }
     )
     result = load_scorer(data).score(rows)
-    expected = detector.anomaly_score(pre.transform(rows))
+    expected = detector.anomaly_score(pre.encode(rows))
     np.testing.assert_allclose(result.score, expected, rtol=1e-4)
     assert np.isfinite(result.feature_errors).all()
 
@@ -140,10 +141,10 @@ def test_parity_check_catches_a_different_model(mixed_prepared):
 
     first = fit_detector(mixed_prepared, {"epochs": 4}, seed=0)
     other = fit_detector(mixed_prepared, {"epochs": 4}, seed=5)
-    pre = mixed_prepared.preprocessor
+    pre = mixed_prepared.encoder
     val = mixed_prepared.table.features.iloc[mixed_prepared.split.val]
-    data, _ = export_model(first, pre, val)
-    module, _ = _graph_module(other, pre)
+    data, _ = export_model(AnomalyModel(pre, first), val)
+    module, _ = _graph_module(AnomalyModel(pre, other))
     feeds = encode_frame(val, pre.schema_.numeric, pre.schema_.categorical)
     report = check_parity(data, module, feeds, pre.split_inputs(val)[1])
     assert not report.passed
@@ -192,11 +193,11 @@ def test_export_command_on_a_run_folder(tmp_path, monkeypatch, capsys):
 
 def _fitted(frame: pd.DataFrame, categorical=(), epochs: int = 2):
     from anomtune import AutoencoderDetector
-    from anomtune.preprocess import Preprocessor
+    from anomtune.preprocess import InputEncoder
 
     table = table_from_frame(frame, categorical=list(categorical))
-    pre = Preprocessor(table.schema).fit(table.features)
-    detector = AutoencoderDetector(epochs=epochs, random_state=0).fit(pre.transform(table.features))
+    pre = InputEncoder(table.schema).fit(table.features)
+    detector = AutoencoderDetector(epochs=epochs, random_state=0).fit(pre.encode(table.features))
     return detector, pre, table.features
 
 
@@ -222,7 +223,7 @@ def _op_counts(data: bytes) -> dict:
 @pytest.fixture(scope="module")
 def interleaved_model():
     detector, pre, features = _fitted(_interleaved(5), ["color", "size"])
-    data, report = export_model(detector, pre, features.iloc[:120])
+    data, report = export_model(AnomalyModel(pre, detector), features.iloc[:120])
     assert report.passed
     return detector, pre, features, data
 
@@ -234,7 +235,7 @@ def test_interleaved_columns_match_the_preprocessor_column_by_column(interleaved
     rows.loc[rows.index[:5], "size"] = "xxl"
     rows.loc[rows.index[5:9], "x3"] = np.nan
     result = load_scorer(data).score(rows[rows.columns[::-1]])
-    X = pre.transform(rows)
+    X = pre.encode(rows)
     np.testing.assert_allclose(result.score, detector.anomaly_score(X), rtol=1e-4, atol=1e-6)
     # The reference regrouping: each encoded column's error added to its table column.
     encoded_errors = detector.feature_errors(X)
@@ -250,18 +251,18 @@ def test_graph_size_does_not_grow_with_the_number_of_columns():
     for width in (4, 40):
         frame = pd.DataFrame(rng.normal(size=(200, width)), columns=[f"f{i}" for i in range(width)])
         detector, pre, features = _fitted(frame, epochs=1)
-        data, _ = export_model(detector, pre, features.iloc[:50])
+        data, _ = export_model(AnomalyModel(pre, detector), features.iloc[:50])
         numeric[width] = _op_counts(data)
         # Every column numeric: the autoencoder's own errors are the per-column errors.
         result = load_scorer(data).score(features.iloc[:50])
-        errors = detector.feature_errors(pre.transform(features.iloc[:50]))
+        errors = detector.feature_errors(pre.encode(features.iloc[:50]))
         np.testing.assert_allclose(result.feature_errors, errors, rtol=1e-4, atol=1e-6)
     assert numeric[4] == numeric[40]
     assert not {"Split", "Concat", "Slice", "MatMul", "Gather"} & set(numeric[40])
     mixed = {}
     for width in (3, 30):
         detector, pre, features = _fitted(_interleaved(width, n=200), ["color", "size"], epochs=1)
-        data, _ = export_model(detector, pre, features.iloc[:50])
+        data, _ = export_model(AnomalyModel(pre, detector), features.iloc[:50])
         mixed[width] = _op_counts(data)
     assert mixed[3] == mixed[30]
     assert "Split" not in mixed[30] and mixed[30]["LabelEncoder"] == 2
@@ -351,10 +352,10 @@ def test_all_categorical_data_with_tied_scores_exports_without_label_flips():
         }
     )
     detector, pre, features = _fitted(frame, ["color", "size"], epochs=3)
-    train_scores = detector.anomaly_score(pre.transform(features))
+    train_scores = detector.anomaly_score(pre.encode(features))
     assert len(np.unique(train_scores)) <= 6
     assert not np.any(train_scores == detector.threshold_)
-    data, report = export_model(detector, pre, features)
+    data, report = export_model(AnomalyModel(pre, detector), features)
     assert report.passed and report.label_flips == 0
     labels = load_scorer(data).score(features).is_anomaly
     np.testing.assert_array_equal(labels.astype(bool), train_scores > detector.threshold_)
@@ -379,7 +380,8 @@ def _cancelling_model(offset: float = 40.0, miss: float = 0.02):
 
     from anomtune import AutoencoderDetector
     from anomtune.metrics import quantile_threshold
-    from anomtune.preprocess import Preprocessor
+    from anomtune.model import AnomalyModel
+    from anomtune.preprocess import InputEncoder
 
     rng = np.random.default_rng(0)
     n = 300
@@ -388,8 +390,8 @@ def _cancelling_model(offset: float = 40.0, miss: float = 0.02):
         | {f"noise{i}": rng.normal(size=n) for i in range(4)}
     )
     table = table_from_frame(frame)
-    pre = Preprocessor(table.schema).fit(table.features)
-    X = pre.transform(table.features)
+    pre = InputEncoder(table.schema).fit(table.features)
+    X = pre.encode(table.features)
     detector = AutoencoderDetector(
         hidden_sizes=(16,), latent_dim=2, epochs=1, batch_norm=False, dropout=0.0, random_state=0
     ).fit(X)
@@ -411,18 +413,18 @@ def _cancelling_model(offset: float = 40.0, miss: float = 0.02):
     state.update({k: torch.tensor(v, dtype=torch.float32) for k, v in w.items()})
     detector.module_.load_state_dict(state)
     detector.set_threshold(quantile_threshold(detector.anomaly_score(X), 0.1), rule="test")
-    return detector, pre, table.features
+    return AnomalyModel(pre, detector), table.features
 
 
 def test_a_model_with_near_zero_column_errors_exports(tmp_path):
     from anomtune.export import ATOL, RTOL, _graph_module, _torch_outputs
 
-    detector, pre, features = _cancelling_model()
+    model, features = _cancelling_model()
     feeds = {"numeric": features.to_numpy(np.float32)}
-    module, _ = _graph_module(detector, pre)
+    module, _ = _graph_module(model)
     ref_score, ref_errors, _ = _torch_outputs(module, feeds["numeric"], None)
     _, errors, _ = ort.InferenceSession(
-        export_model(detector, pre, features)[0], providers=["CPUExecutionProvider"]
+        export_model(model, features)[0], providers=["CPUExecutionProvider"]
     ).run(None, feeds)
     # The reported shape: columns a and b have errors near zero, and onnxruntime's
     # differ from torch's by more than ATOL in absolute terms and more than RTOL
@@ -433,7 +435,7 @@ def test_a_model_with_near_zero_column_errors_exports(tmp_path):
     assert off[:, :2].sum() > 10 and not off[:, 2:].any()
     # ... while every difference is tiny next to the row's error, and the score agrees.
     path = tmp_path / "m.onnx"
-    _, report = export_model(detector, pre, features, path)
+    _, report = export_model(model, features, path)
     assert report.passed and report.label_flips == 0
     assert report.score_error <= RTOL and report.feature_error <= RTOL
     parity = json.loads(
@@ -460,19 +462,20 @@ def test_parity_refuses_a_graph_with_one_weight_changed(mixed_prepared):
     from anomtune.scoring import encode_frame
 
     detector = fit_detector(mixed_prepared, {"epochs": 4}, seed=0)
-    pre = mixed_prepared.preprocessor
+    model = mixed_prepared.model(detector)
+    pre = model.encoder
     val = mixed_prepared.table.features.iloc[mixed_prepared.split.val]
-    data, report = export_model(detector, pre, val)
+    data, report = export_model(model, val)
     assert report.passed
-    model = onnx.load_from_string(data)
-    names = [t.name for t in model.graph.initializer]
+    graph = onnx.load_from_string(data)
+    names = [t.name for t in graph.graph.initializer]
     last = [n for n in names if "decoder" in n and n.endswith("bias")][-1]
-    tensor, bias = _initializer(model, last)
+    tensor, bias = _initializer(graph, last)
     bias[0] += 0.05  # one output of the last layer moves by 0.05 scaled units
     tensor.CopyFrom(numpy_helper.from_array(bias, tensor.name))
-    module, _ = _graph_module(detector, pre)
+    module, _ = _graph_module(model)
     feeds = encode_frame(val, pre.schema_.numeric, pre.schema_.categorical)
-    wrong = check_parity(model.SerializeToString(), module, feeds, pre.split_inputs(val)[1])
+    wrong = check_parity(graph.SerializeToString(), module, feeds, pre.split_inputs(val)[1])
     assert not wrong.passed
     assert wrong.feature_error > RTOL and wrong.max_relative_error > RTOL
 
@@ -484,10 +487,11 @@ def test_parity_refuses_per_column_errors_in_the_wrong_columns(mixed_prepared):
     from anomtune.scoring import encode_frame
 
     detector = fit_detector(mixed_prepared, {"epochs": 4}, seed=0)
-    pre = mixed_prepared.preprocessor
+    model = mixed_prepared.model(detector)
+    pre = model.encoder
     val = mixed_prepared.table.features.iloc[mixed_prepared.split.val]
-    data, _ = export_model(detector, pre, val)
-    module, _ = _graph_module(detector, pre)
+    data, _ = export_model(model, val)
+    module, _ = _graph_module(model)
 
     class Swapped(torch.nn.Module):
         """The same scores and labels, with columns a and b's errors exchanged."""

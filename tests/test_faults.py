@@ -30,13 +30,13 @@ import numpy as np
 import optuna
 import pandas as pd
 import pytest
+from conftest import write_planted
 
 from anomtune.cli import main
 from anomtune.registry import Registry
 from anomtune.registry._registry import ALIAS_PAUSE_POINTS, TEST_PAUSE_ENV
 from anomtune.tuning import PATIENCE, open_storage
 from tests.test_registry import kill_paused, subprocess_env
-from tests.test_tuning import write_planted
 
 # Trials long enough to be caught running: small batches, many epochs, no pruner
 # (each still ends after 20 epochs without improvement).
@@ -234,7 +234,7 @@ def models(tmp_path_factory) -> dict[str, Path]:
     prepared = prepare(table, seed=0)
     detector = fit_detector(prepared, {"epochs": 2, "width": 4, "n_layers": 1}, seed=0)
     a = base / "a.onnx"
-    export_model(detector, prepared.preprocessor, table.features.iloc[prepared.split.val], a)
+    export_model(prepared.model(detector), table.features.iloc[prepared.split.val], a)
     graph = onnx.load(a)
     entry = next(e for e in graph.metadata_props if e.key == "anomtune")
     meta = json.loads(entry.value)

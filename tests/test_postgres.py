@@ -17,8 +17,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-
-from tests.test_tuning import write_planted as planted
+from conftest import write_planted as planted
 
 TINY_SPACE = """
 epochs = 2
@@ -139,7 +138,7 @@ def onnx_model(tmp_path_factory) -> Path:
     prepared = prepare(table, seed=0)
     detector = fit_detector(prepared, {"epochs": 2, "width": 4, "n_layers": 1}, seed=0)
     path = base / "model.onnx"
-    export_model(detector, prepared.preprocessor, table.features.iloc[prepared.split.val], path)
+    export_model(prepared.model(detector), table.features.iloc[prepared.split.val], path)
     return path
 
 

@@ -1,4 +1,4 @@
-"""Imputation, one-hot encoding and scaling, in numpy and as torch modules."""
+"""The input encoder (imputation, one-hot encoding) and the scaler, as torch modules."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import torch
 
 from anomtune.data import read_table, table_from_frame
 from anomtune.errors import ConfigError, DataError
-from anomtune.preprocess import SCALERS, Preprocessor, Scaler
+from anomtune.preprocess import SCALERS, InputEncoder, Scaler
 
 
 def mixed_table(n: int = 60, seed: int = 0):
@@ -36,7 +36,7 @@ def test_fit_learns_medians_and_vocabulary_from_training_rows_only():
     # Rows outside the training rows must not influence what is learned.
     features.loc[45:, "a"] = 1e6
     features.loc[45:, "colour"] = "violet"
-    pre = Preprocessor(table.schema).fit(features.iloc[train])
+    pre = InputEncoder(table.schema).fit(features.iloc[train])
     expected = float(np.nanmedian(table.features["a"].iloc[train]))
     assert pre.medians_["a"] == pytest.approx(expected)
     vocab = dict((c.name, c.categories) for c in pre.schema_.columns)
@@ -55,23 +55,23 @@ def test_transform_imputes_and_one_hot_encodes():
         }
     )
     table = table_from_frame(frame, label="y")
-    pre = Preprocessor(table.schema).fit(table.features.iloc[:3])
+    pre = InputEncoder(table.schema).fit(table.features.iloc[:3])
     assert pre.output_names == ["n", "c=u", "c=v"]
     assert pre.output_groups.tolist() == [0, 1, 1]
-    X = pre.fit_transform(table.features.iloc[:3])
+    X = pre.encode(table.features.iloc[:3])
     assert X.dtype == np.float32
     np.testing.assert_array_equal(X, [[1, 1, 0], [2, 0, 1], [3, 1, 0]])
     scoring = pd.DataFrame({"n": [np.nan, 7.0, 2.0], "c": ["w", None, "v"]})
-    np.testing.assert_array_equal(pre.transform(scoring), [[2, 0, 0], [7, 0, 0], [2, 0, 1]])
+    np.testing.assert_array_equal(pre.encode(scoring), [[2, 0, 0], [7, 0, 0], [2, 0, 1]])
 
 
 def test_unseen_categories_encode_as_zeros_and_never_crash():
     table = mixed_table()
-    pre = Preprocessor(table.schema).fit(table.features)
+    pre = InputEncoder(table.schema).fit(table.features)
     scoring = table.features.iloc[:5].copy()
     scoring["colour"] = ["mauve", None, np.nan, "", 3.5]
     scoring["shape"] = ["o", "triangle", "x", "o", "o"]
-    X = pre.transform(scoring)
+    X = pre.encode(scoring)
     colour = [i for i, n in enumerate(pre.output_names) if n.startswith("colour=")]
     shape = [i for i, n in enumerate(pre.output_names) if n.startswith("shape=")]
     assert (X[:, colour] == 0).all()
@@ -85,96 +85,121 @@ def test_cardinality_cap_keeps_the_most_frequent_values():
     values = ["a"] * 5 + ["b"] * 4 + ["d"] * 3 + ["c"] * 3 + ["e"]
     frame = pd.DataFrame({"c": values, "y": [0] * (len(values) - 1) + [1]})
     table = table_from_frame(frame, label="y")
-    pre = Preprocessor(table.schema, max_categories=3).fit(table.features)
+    pre = InputEncoder(table.schema, max_categories=3).fit(table.features)
     # Ties ("c" and "d" three times each) are broken by value.
     assert pre.output_names == ["c=a", "c=b", "c=c"]
-    X = pre.transform(pd.DataFrame({"c": ["d", "e", "a"]}))
+    X = pre.encode(pd.DataFrame({"c": ["d", "e", "a"]}))
     np.testing.assert_array_equal(X, [[0, 0, 0], [0, 0, 0], [1, 0, 0]])
     with pytest.raises(ConfigError, match="max_categories"):
-        Preprocessor(table.schema, max_categories=0).fit(table.features)
+        InputEncoder(table.schema, max_categories=0).fit(table.features)
 
 
 def test_category_read_as_number_at_scoring_matches_its_training_text():
     frame = pd.DataFrame({"code": [1, 2, 2, 3], "y": [0, 0, 1, 0]})
     table = table_from_frame(frame, label="y", categorical=["code"])
-    pre = Preprocessor(table.schema).fit(table.features)
+    pre = InputEncoder(table.schema).fit(table.features)
     assert pre.output_names == ["code=2", "code=1", "code=3"]
     scoring = pd.DataFrame({"code": [2.0, 1.0, np.nan, 4.0]})
-    np.testing.assert_array_equal(
-        pre.transform(scoring), [[1, 0, 0], [0, 1, 0], [0, 0, 0], [0, 0, 0]]
-    )
+    np.testing.assert_array_equal(pre.encode(scoring), [[1, 0, 0], [0, 1, 0], [0, 0, 0], [0, 0, 0]])
 
 
 def test_categorical_column_without_training_values_is_an_error():
     frame = pd.DataFrame({"n": [1.0, 2, 3, 4], "c": [None, None, "x", "y"], "y": [0, 0, 1, 1]})
     table = table_from_frame(frame, label="y")
     with pytest.raises(DataError, match="categorical column 'c' has no values in the training"):
-        Preprocessor(table.schema).fit(table.features.iloc[:2])
+        InputEncoder(table.schema).fit(table.features.iloc[:2])
 
 
 def test_numeric_column_without_training_values_imputes_zero():
     frame = pd.DataFrame({"n": [np.nan, np.nan, 3.0], "y": [0, 0, 1]})
     table = table_from_frame(frame, label="y", roles={"n": "numeric"})
-    pre = Preprocessor(table.schema).fit(table.features.iloc[:2])
-    assert pre.transform(table.features).tolist() == [[0.0], [0.0], [3.0]]
+    pre = InputEncoder(table.schema).fit(table.features.iloc[:2])
+    assert pre.encode(table.features).tolist() == [[0.0], [0.0], [3.0]]
 
 
 def test_missing_or_non_numeric_columns_at_transform():
     table = mixed_table()
-    pre = Preprocessor(table.schema).fit(table.features)
+    pre = InputEncoder(table.schema).fit(table.features)
     with pytest.raises(DataError, match=r"missing feature column.*'b'"):
-        pre.transform(table.features.drop(columns="b"))
+        pre.encode(table.features.drop(columns="b"))
     bad = table.features.copy()
     bad["a"] = bad["a"].astype(object)
     bad.loc[3, "a"] = "abc"
-    with pytest.raises(DataError, match="numeric column 'a'"):
-        pre.transform(bad)
+    with pytest.raises(
+        DataError, match="column 'a' is numeric but has the non-numeric value 'abc'"
+    ):
+        pre.encode(bad)
 
 
 def test_round_trip_through_json():
     table = mixed_table()
-    pre = Preprocessor(table.schema, max_categories=3).fit(table.features.iloc[:40])
-    again = Preprocessor.from_dict(json.loads(json.dumps(pre.to_dict())))
+    pre = InputEncoder(table.schema, max_categories=3).fit(table.features.iloc[:40])
+    again = InputEncoder.from_dict(json.loads(json.dumps(pre.to_dict())))
     assert again.output_names == pre.output_names
-    np.testing.assert_array_equal(again.transform(table.features), pre.transform(table.features))
+    np.testing.assert_array_equal(again.encode(table.features), pre.encode(table.features))
 
 
-def test_preprocessor_module_matches_numpy_transform():
+def reference_encoding(encoder: InputEncoder, frame: pd.DataFrame) -> np.ndarray:
+    """Column by column: the median for a missing number, a one-hot block per category."""
+    blocks = []
+    for col in encoder.schema_.columns:
+        values = frame[col.name]
+        if col.categories is None:
+            numbers = values.to_numpy(dtype="float64", na_value=np.nan)
+            blocks.append(np.where(np.isnan(numbers), encoder.medians_[col.name], numbers)[:, None])
+        else:
+            text = values.map(lambda v: None if pd.isna(v) else str(v))
+            blocks.append(np.stack([(text == c).to_numpy() for c in col.categories], axis=1))
+    return np.concatenate(blocks, axis=1).astype(np.float32)
+
+
+def test_encoder_module_matches_a_column_by_column_reference():
     table = mixed_table(n=200, seed=3)
-    pre = Preprocessor(table.schema, max_categories=2).fit(table.features.iloc[:120])
+    encoder = InputEncoder(table.schema, max_categories=2).fit(table.features.iloc[:120])
     scoring = table.features.copy()
     scoring.loc[:9, "colour"] = "never seen"
     scoring.loc[10:14, "a"] = np.nan
-    numeric, codes = pre.split_inputs(scoring)
+    numeric, codes = encoder.split_inputs(scoring)
     assert np.isnan(numeric).any()
     assert (codes == -1).any()
-    module = pre.as_module()
     with torch.no_grad():
-        out = module(torch.from_numpy(numeric), torch.from_numpy(codes)).numpy()
-    expected = pre.transform(scoring)
-    assert out.shape == expected.shape == (200, len(pre.output_names))
+        out = encoder.module()(torch.from_numpy(numeric), torch.from_numpy(codes)).numpy()
+    expected = reference_encoding(encoder, scoring)
+    assert out.shape == expected.shape == (200, len(encoder.output_names))
     np.testing.assert_array_equal(out, expected)
+    np.testing.assert_array_equal(encoder.encode(scoring), expected)
 
 
-def test_preprocessor_module_with_categorical_columns_first():
+def test_encoder_module_with_categorical_columns_first():
     frame = pd.DataFrame(
         {"c": ["p", "q", None, "r"], "n": [1.0, np.nan, 5.0, 2.0], "y": [0, 0, 0, 1]}
     )
     table = table_from_frame(frame, label="y")
-    pre = Preprocessor(table.schema).fit(table.features)
-    numeric, codes = pre.split_inputs(table.features)
-    out = pre.as_module()(torch.from_numpy(numeric), torch.from_numpy(codes)).numpy()
-    np.testing.assert_array_equal(out, pre.transform(table.features))
+    encoder = InputEncoder(table.schema).fit(table.features)
+    np.testing.assert_array_equal(
+        encoder.encode(table.features), reference_encoding(encoder, table.features)
+    )
+
+
+def test_encoder_sums_encoded_errors_back_to_table_columns():
+    table = mixed_table(n=50, seed=2)
+    encoder = InputEncoder(table.schema).fit(table.features)
+    errors = np.random.default_rng(0).random((7, len(encoder.output_names))).astype(np.float32)
+    expected = np.zeros((7, len(encoder.schema_.columns)), dtype=np.float32)
+    np.add.at(expected.T, encoder.output_groups, errors.T)
+    with torch.no_grad():
+        out = encoder.module().columns(torch.from_numpy(errors)).numpy()
+    np.testing.assert_allclose(out, expected, rtol=1e-6)
 
 
 def test_end_to_end_from_a_csv(tmp_path):
     path = tmp_path / "d.csv"
     path.write_text("id,n,c,y\nr1,1,a,0\nr2,,b,0\nr3,3,a,1\nr4,4,z,0\n")
     table = read_table(path, label="y", id_column="id")
-    pre = Preprocessor(table.schema).fit(table.features.iloc[[0, 1, 3]])
+    pre = InputEncoder(table.schema).fit(table.features.iloc[[0, 1, 3]])
     assert pre.output_names == ["n", "c=a", "c=b", "c=z"]
     np.testing.assert_array_equal(
-        pre.transform(table.features),
+        pre.encode(table.features),
         [[1, 1, 0, 0], [2.5, 0, 1, 0], [3, 1, 0, 0], [4, 0, 0, 1]],
     )
 
@@ -255,14 +280,14 @@ def test_scaler_module_matches_numpy(kind):
 
 
 @pytest.mark.parametrize("kind", SCALERS)
-def test_preprocessor_then_scaler_modules_match_numpy(kind):
+def test_encoder_then_scaler_modules_match_the_numpy_scaler(kind):
     table = mixed_table(n=150, seed=5)
-    pre = Preprocessor(table.schema).fit(table.features.iloc[:100])
-    scaler = Scaler(kind).fit(pre.transform(table.features.iloc[:100]))
-    numeric, codes = pre.split_inputs(table.features)
-    encode, scale = pre.as_module(), scaler.as_module()
+    encoder = InputEncoder(table.schema).fit(table.features.iloc[:100])
+    scaler = Scaler(kind).fit(encoder.encode(table.features.iloc[:100]))
+    numeric, codes = encoder.split_inputs(table.features)
+    encode, scale = encoder.module(), scaler.as_module()
     with torch.no_grad():
         out = scale(encode(torch.from_numpy(numeric), torch.from_numpy(codes))).numpy()
     np.testing.assert_allclose(
-        out, scaler.transform(pre.transform(table.features)), rtol=1e-6, atol=1e-6
+        out, scaler.transform(encoder.encode(table.features)), rtol=1e-6, atol=1e-6
     )

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from conftest import write_planted
 
 import anomtune.registry as registry_pkg
 from anomtune.cli import cli, main
@@ -32,7 +33,6 @@ from anomtune.registry import (
 )
 from anomtune.registry._registry import PAUSE_POINTS, TEST_PAUSE_ENV
 from anomtune.scoring import load_scorer
-from tests.test_tuning import write_planted
 
 FAST_SPACE = """
 epochs = 3
@@ -142,7 +142,7 @@ def built(tmp_path_factory) -> dict:
     prepared = prepare(table, seed=0)
     detector = fit_detector(prepared, {"epochs": 2, "width": 4, "n_layers": 1}, seed=0)
     b_onnx = base / "b.onnx"
-    export_model(detector, prepared.preprocessor, table.features.iloc[prepared.split.val], b_onnx)
+    export_model(prepared.model(detector), table.features.iloc[prepared.split.val], b_onnx)
 
     frame = pd.read_csv(data)
     labels = frame.pop("label").to_numpy()

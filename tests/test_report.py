@@ -180,7 +180,7 @@ def test_without_the_study_the_history_comes_from_trials_csv(run):
 @pytest.mark.parametrize(
     ("args", "needle"),
     [
-        (["report", "missing"], "missing: no such run folder"),
+        (["report", "missing"], "missing: not a run folder (no such folder)"),
         (["report", "planted.csv"], "is a file"),
         (["report", "."], "not a run folder (no summary.json)"),
         (["report", "run", "-o", "nowhere/r.html"], "no folder nowhere"),

@@ -15,44 +15,9 @@ import numpy as np
 import optuna
 import pandas as pd
 import pytest
+from conftest import FAST_SPACE, run_cli, write_planted
 
-from anomtune.cli import main
 from anomtune.tuning import open_storage
-
-FAST_SPACE = """
-epochs = 6
-[n_layers]
-type = "int"
-low = 1
-high = 2
-grid = [1]
-[width]
-type = "int"
-low = 8
-high = 16
-grid = [8, 16]
-[batch_size]
-choices = [64, 128]
-grid = [128]
-[learning_rate]
-grid = [0.003]
-"""
-
-
-def write_planted(path: Path, n: int = 300, seed: int = 0) -> Path:
-    """Normal rows on a 2-d plane in 6 dimensions, 10% of rows off it."""
-    rng = np.random.default_rng(seed)
-    n_anom = n // 10
-    basis = rng.normal(size=(2, 6))
-    normal = rng.normal(size=(n - n_anom, 2)) @ basis + 0.05 * rng.normal(size=(n - n_anom, 6))
-    anomalies = rng.normal(scale=2.0, size=(n_anom, 6))
-    X = np.vstack([normal, anomalies])
-    y = np.r_[np.zeros(n - n_anom, int), np.ones(n_anom, int)]
-    order = rng.permutation(n)
-    frame = pd.DataFrame(X[order], columns=[f"x{i}" for i in range(6)])
-    frame["label"] = y[order]
-    frame.to_csv(path, index=False)
-    return path
 
 
 @pytest.fixture()
@@ -61,13 +26,6 @@ def workdir(tmp_path, monkeypatch):
     write_planted(tmp_path / "planted.csv")
     (tmp_path / "space.toml").write_text(FAST_SPACE)
     return tmp_path
-
-
-def run_cli(args: list[str], capsys) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as exc:
-        main(args)
-    out, err = capsys.readouterr()
-    return exc.value.code, out, err
 
 
 def tune_args(*extra: str) -> list[str]:

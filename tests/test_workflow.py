@@ -8,11 +8,11 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import FAST_SPACE, run_cli, write_planted
 
 import anomtune
 from anomtune.cli import main
 from anomtune.registry import Registry
-from tests.test_tuning import FAST_SPACE, run_cli, write_planted
 
 
 @pytest.fixture()

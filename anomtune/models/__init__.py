@@ -2,13 +2,13 @@
 
 from anomtune.models.autoencoder import MLPAutoencoder
 from anomtune.models.backprop import ManualBackprop
-from anomtune.models.blocks import ACTIVATIONS, Affine, EncodeColumns, ReconstructionScorer
+from anomtune.models.blocks import ACTIVATIONS, Affine, EncodeInputs, ReconstructionScorer
 from anomtune.models.vae import VariationalAutoencoder
 
 __all__ = [
     "ACTIVATIONS",
     "Affine",
-    "EncodeColumns",
+    "EncodeInputs",
     "MLPAutoencoder",
     "ManualBackprop",
     "ReconstructionScorer",

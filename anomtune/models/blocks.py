@@ -9,7 +9,7 @@ from torch import nn
 
 from anomtune.losses import gaussian_kl_per_row
 
-__all__ = ["ACTIVATIONS", "Affine", "Dropout", "EncodeColumns", "ReconstructionScorer", "mlp"]
+__all__ = ["ACTIVATIONS", "Affine", "Dropout", "EncodeInputs", "ReconstructionScorer", "mlp"]
 
 ACTIVATIONS = {
     "relu": nn.ReLU,
@@ -81,35 +81,91 @@ class Affine(nn.Module):
         return (x - self.center) / self.scale
 
 
-class EncodeColumns(nn.Module):
+class EncodeInputs(nn.Module):
     """Median imputation and one-hot encoding, in the table's column order.
 
     ``layout`` has one entry per table column: 0 for a numeric column, the
     vocabulary size for a categorical one. Inputs are the numeric block
-    (float, NaN for missing) and the categorical codes (int64, -1 for
+    (float32, NaN for missing) and the categorical codes (int64, -1 for
     missing or unknown, which encodes as all zeros).
+
+    The node count does not grow with the number of columns: the numeric
+    block is imputed with one ``where`` against the median vector, the
+    one-hot columns of all categorical columns come from one gather and one
+    comparison, and the encoded matrix is put in schema order with at most
+    one fixed ``index_select``. :meth:`columns` sums per-encoded-column
+    errors back to table columns the same way.
     """
 
     def __init__(self, medians: torch.Tensor, layout: Sequence[int]):
         super().__init__()
+        layout = [int(v) for v in layout]
         self.register_buffer("medians", medians.to(torch.float32))
-        self.layout = [int(v) for v in layout]
-        for j, size in enumerate(v for v in self.layout if v > 0):
-            self.register_buffer(f"vocab{j}", torch.arange(size, dtype=torch.int64))
-
-    def forward(self, numeric: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
-        numeric = torch.where(torch.isnan(numeric), self.medians, numeric)
-        blocks = []
-        n_num = n_cat = 0
-        for size in self.layout:
-            if size == 0:
-                blocks.append(numeric[:, n_num : n_num + 1])
-                n_num += 1
+        n_num = sum(1 for v in layout if v == 0)
+        # Encoded columns as they are built: the numeric block, then each
+        # categorical column's one-hot block. ``source``/``value``: which code
+        # column and which code each one-hot column compares with.
+        source: list[int] = []
+        value: list[int] = []
+        built_at: list[int] = []  # for each encoded column in schema order, its built position
+        column_at: list[int] = []  # each table column's place in [numeric..., categorical...]
+        seen_num = seen_cat = 0
+        for size in layout:
+            if size > 0:
+                start = n_num + len(source)
+                source.extend([seen_cat] * size)
+                value.extend(range(size))
+                built_at.extend(range(start, start + size))
+                column_at.append(n_num + seen_cat)
+                seen_cat += 1
             else:
-                vocab = getattr(self, f"vocab{n_cat}")
-                blocks.append((codes[:, n_cat : n_cat + 1] == vocab).to(numeric.dtype))
-                n_cat += 1
-        return torch.cat(blocks, dim=1)
+                built_at.append(seen_num)
+                column_at.append(seen_num)
+                seen_num += 1
+        schema_at = [0] * len(built_at)  # the inverse of built_at
+        for encoded, built in enumerate(built_at):
+            schema_at[built] = encoded
+        self.n_num = n_num
+        self.has_codes = bool(seen_cat)
+        if self.has_codes:
+            membership = torch.zeros(len(source), seen_cat)
+            membership[torch.arange(len(source)), torch.as_tensor(source)] = 1.0
+            self.register_buffer("onehot_source", torch.as_tensor(source, dtype=torch.int64))
+            self.register_buffer("onehot_value", torch.as_tensor(value, dtype=torch.int64))
+            self.register_buffer("membership", membership)
+            for name, order in (
+                ("encode_order", built_at),
+                ("decode_order", schema_at),
+                ("column_order", column_at),
+            ):
+                if order == list(range(len(order))):
+                    setattr(self, name, None)  # the identity: nothing to reorder
+                else:
+                    self.register_buffer(name, torch.as_tensor(order, dtype=torch.int64))
+
+    def forward(self, numeric: torch.Tensor, codes: torch.Tensor | None = None) -> torch.Tensor:
+        x = torch.where(torch.isnan(numeric), self.medians, numeric)
+        if not self.has_codes:
+            return x
+        picked = codes.index_select(1, self.onehot_source)
+        onehot = (picked == self.onehot_value).to(x.dtype)
+        x = torch.cat([x, onehot], dim=1)
+        if self.encode_order is not None:
+            x = x.index_select(1, self.encode_order)
+        return x
+
+    def columns(self, errors: torch.Tensor) -> torch.Tensor:
+        """Per-encoded-column values summed to one value per table column."""
+        if not self.has_codes:
+            return errors
+        if self.decode_order is not None:
+            errors = errors.index_select(1, self.decode_order)
+        per_column = torch.cat(
+            [errors[:, : self.n_num], errors[:, self.n_num :] @ self.membership], dim=1
+        )
+        if self.column_order is not None:
+            per_column = per_column.index_select(1, self.column_order)
+        return per_column
 
 
 class ReconstructionScorer(nn.Module):
