@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 
 from anomtune.errors import ConfigError, DataError
+from anomtune.errors import first_line as _first_line
 
 __all__ = [
     "Column",
@@ -309,11 +310,6 @@ def _ragged_line(path: Path, sep: str, width: int) -> str:
     except (OSError, csv.Error):
         pass
     return ""
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip() or type(exc).__name__
-    return text.splitlines()[0]
 
 
 def _missing_column(

@@ -12,6 +12,7 @@ __all__ = [
     "ConfigError",
     "DataError",
     "TrainingError",
+    "first_line",
 ]
 
 
@@ -29,3 +30,8 @@ class ConfigError(AnomtuneError, ValueError):
 
 class TrainingError(AnomtuneError, RuntimeError):
     """Training could not produce a usable model."""
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (its type's name when it has none)."""
+    return (str(exc).strip() or type(exc).__name__).splitlines()[0]

@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from anomtune.errors import DataError
+from anomtune.errors import first_line as _first_line
 
 __all__ = ["ScoreResult", "Scorer", "category_text", "encode_frame", "load_scorer", "open_model"]
 
@@ -248,10 +249,6 @@ def category_text(value) -> str:
     if isinstance(value, float) and value.is_integer():
         return str(int(value))
     return str(value)
-
-
-def _first_line(exc: BaseException) -> str:
-    return (str(exc).strip() or type(exc).__name__).splitlines()[0]
 
 
 def open_model(

@@ -42,6 +42,7 @@ import numpy as np
 from anomtune import __version__
 from anomtune.data import Table, read_table, stratified_folds, training_rows
 from anomtune.errors import AnomtuneError, ConfigError, TrainingError
+from anomtune.errors import first_line as _first_line
 from anomtune.metrics import auc_pr, auc_roc, best_f1_threshold, evaluate
 from anomtune.persist import replace_dir, save_model, write_json_atomic
 from anomtune.pipeline import Prepared, check_param_names, prepare
@@ -220,10 +221,6 @@ def _rdb_storage(url: str, attempts: int = 8):
         except Exception as exc:  # SQLAlchemy raises many kinds for a bad URL
             raise ConfigError(f"cannot open storage {url!r}: {_first_line(exc)}") from exc
     raise AssertionError("unreachable")
-
-
-def _first_line(exc: BaseException) -> str:
-    return (str(exc).strip() or type(exc).__name__).splitlines()[0]
 
 
 def _directions(config: TuneConfig, labeled: bool) -> list[str]:
