@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from anomtune.errors import DataError
+from anomtune.errors import first_line as _first_line
 from anomtune.inputs import InputSpec, category_text, features_feeds
 
 __all__ = [
@@ -223,10 +224,6 @@ def flag_rate_warning(flagged: int, rows: int, expected: float | None) -> str | 
         f"{share:.1%} of the rows were flagged, against {expected:.1%} of the validation rows: "
         "the data may have drifted or a column may be broken (check with score --explain)"
     )
-
-
-def _first_line(exc: BaseException) -> str:
-    return (str(exc).strip() or type(exc).__name__).splitlines()[0]
 
 
 def open_model(

@@ -17,6 +17,7 @@ from anomtune.cli.columns import columns_command
 from anomtune.cli.datasets import datasets_command
 from anomtune.cli.export import export_command
 from anomtune.cli.fit import fit_command
+from anomtune.cli.options import add_debug_option
 from anomtune.cli.registry import registry_group
 from anomtune.cli.report import report_command
 from anomtune.cli.score import score_command
@@ -33,9 +34,8 @@ EXIT_USAGE = 2
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, "--version", prog_name="anomtune")
-@click.option("--debug", is_flag=True, help="Show tracebacks and debug logging.")
 @click.pass_context
-def cli(ctx: click.Context, debug: bool) -> None:
+def cli(ctx: click.Context) -> None:
     """Tune, export, version and serve autoencoder anomaly detectors.
 
     \b
@@ -43,11 +43,8 @@ def cli(ctx: click.Context, debug: bool) -> None:
       anomtune tune datasets/cardio.csv --label is_anomaly --trials 30
     """
     ctx.ensure_object(dict)
-    ctx.obj["debug"] = debug
-    logging.basicConfig(
-        level=logging.DEBUG if debug else logging.WARNING,
-        format="%(levelname)s %(name)s: %(message)s",
-    )
+    # --debug, when given before the command name, has set up debug logging already.
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
 
 cli.add_command(columns_command)
@@ -62,36 +59,36 @@ cli.add_command(studies_command)
 cli.add_command(trials_command)
 cli.add_command(datasets_command)
 cli.add_command(report_command)
+# --debug is taken before the command name and after it: anomtune --debug tune ...
+# and anomtune tune ... --debug.
+add_debug_option(cli)
 
 
 def main(argv: list[str] | None = None) -> None:
     """Console entry point."""
     args = sys.argv[1:] if argv is None else argv
-    debug = "--debug" in args
+    # Read from the words, not from click: a usage error stops click before
+    # it has seen every option.
+    words = args[: args.index("--")] if "--" in args else args
+    debug = "--debug" in words
     try:
         code = cli.main(args=args, prog_name="anomtune", standalone_mode=False)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
-    except click.exceptions.Abort:
+    except (click.exceptions.Abort, KeyboardInterrupt):
         click.echo("anomtune: interrupted", err=True)
         sys.exit(130)
-    except click.UsageError as exc:
+    except (click.ClickException, AnomtuneError) as exc:
         if debug:
             raise
-        hint = f" (see '{exc.ctx.command_path} --help')" if exc.ctx is not None else ""
-        click.echo(f"anomtune: error: {exc.format_message()}{hint}", err=True)
+        click.echo(f"anomtune: error: {_message(exc)}", err=True)
         sys.exit(EXIT_USAGE)
-    except click.ClickException as exc:
-        if debug:
-            raise
-        click.echo(f"anomtune: error: {exc.format_message()}", err=True)
-        sys.exit(EXIT_USAGE)
-    except AnomtuneError as exc:
-        if debug:
-            raise
-        click.echo(f"anomtune: error: {exc}", err=True)
-        sys.exit(EXIT_USAGE)
-    except KeyboardInterrupt:
-        click.echo("anomtune: interrupted", err=True)
-        sys.exit(130)
     sys.exit(code if isinstance(code, int) else 0)
+
+
+def _message(exc: click.ClickException | AnomtuneError) -> str:
+    if not isinstance(exc, click.ClickException):
+        return str(exc)
+    if isinstance(exc, click.UsageError) and exc.ctx is not None:
+        return f"{exc.format_message()} (see '{exc.ctx.command_path} --help')"
+    return exc.format_message()

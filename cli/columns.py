@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import click
 
-from anomtune.cli.options import data_options, print_json, read_kwargs
+from anomtune.cli.options import data_options, json_option
+from anomtune.cli.output import print_json
 
 __all__ = ["columns_command", "print_roles", "roles_rows"]
 
@@ -41,8 +42,8 @@ def print_roles(table, *, err: bool = False) -> None:
 
 @click.command("columns")
 @data_options
-@click.option("--json", "as_json", is_flag=True, help="Print the roles table as JSON.")
-def columns_command(data, as_json, **data_opts):
+@json_option("the roles table")
+def columns_command(data, read_options, as_json):
     """Show how anomtune reads DATA: each column's role and why, without tuning.
 
     Roles: numeric, boolean and categorical columns are features; ids are
@@ -59,7 +60,7 @@ def columns_command(data, as_json, **data_opts):
     """
     from anomtune.data import read_table
 
-    table = read_table(data, **read_kwargs(**data_opts))
+    table = read_table(data, **read_options)
     if as_json:
         print_json(
             {

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import click
 
-from anomtune.cli.options import print_json
+from anomtune.cli.options import json_option
+from anomtune.cli.output import print_json, print_table
 
 __all__ = ["bundled_datasets", "datasets_command", "datasets_folder"]
 
@@ -117,9 +118,7 @@ def _complete_name(ctx, param, incomplete: str) -> list[str]:
     help="Write data set NAME into this folder as NAME.csv (created if needed).",
 )
 @click.option("--force", is_flag=True, help="Replace an existing file.")
-@click.option(
-    "--json", "as_json", is_flag=True, help="Print the listing (or what was written) as JSON."
-)
+@json_option("the listing (or what was written)")
 def datasets_command(name, output, to_dir, force, as_json):
     """List the labeled CSVs bundled with anomtune, or write one out.
 
@@ -156,7 +155,7 @@ def datasets_command(name, output, to_dir, force, as_json):
         raise ConfigError("give either -o FILE or --to DIR, not both")
     if output == "-":
         sys.stdout.flush()
-        click.get_binary_stream("stdout").write(path.read_bytes())
+        sys.stdout.buffer.write(path.read_bytes())
         return
     info = _describe(key, path, sources)
     if not output and not to_dir:
@@ -212,14 +211,7 @@ def _print_listing(rows: list[dict]) -> None:
         ]
         for r in rows
     ]
-    right = {1, 2, 3, 4}
-    widths = [max(len(x) for x in col) for col in zip(head, *body, strict=False)]
-    for line in [head, *body]:
-        cells = [
-            c.rjust(w) if i in right else c.ljust(w)
-            for i, (c, w) in enumerate(zip(line, widths, strict=True))
-        ]
-        click.echo("  ".join(cells).rstrip())
+    print_table(head, body, right={1, 2, 3, 4})
     click.echo(
         f"label column: {LABEL} (1 = anomaly); write one out: anomtune datasets NAME -o FILE"
     )

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import click
 
-from anomtune.cli.options import print_json
+from anomtune.cli.options import json_option
+from anomtune.cli.output import print_json
 
 __all__ = ["export_command"]
 
@@ -19,7 +20,7 @@ __all__ = ["export_command"]
     type=click.Path(dir_okay=False),
     help="Where to write the .onnx file (default: RUN_DIR/model.onnx).",
 )
-@click.option("--json", "as_json", is_flag=True, help="Print the parity report as JSON.")
+@json_option("the parity report")
 def export_command(run_dir, output, as_json):
     """Export the best model of RUN_DIR to ONNX: raw columns in, score out.
 

@@ -6,14 +6,8 @@ import time
 
 import click
 
-from anomtune.cli.options import (
-    data_options,
-    load_table,
-    parse_params,
-    print_json,
-    read_kwargs,
-    train_on_option,
-)
+from anomtune.cli.options import data_options, json_option, parse_params, train_on_option
+from anomtune.cli.output import print_json, print_metrics, threshold_text
 
 __all__ = ["fit_command"]
 
@@ -35,8 +29,8 @@ __all__ = ["fit_command"]
     metavar="KEY=VALUE",
     help="Detector parameter, e.g. --param variant=vae --param epochs=100 (repeatable).",
 )
-@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-def fit_command(data, seed, train_on, params, as_json, **data_opts):
+@json_option()
+def fit_command(data, read_options, seed, train_on, params, as_json):
     """Fit one autoencoder on DATA and report validation and test metrics.
 
     The data are split 60/20/20 (stratified, seeded); the detector trains on
@@ -47,12 +41,13 @@ def fit_command(data, seed, train_on, params, as_json, **data_opts):
     Example:
       anomtune fit datasets/cardio.csv --label is_anomaly --param variant=vae
     """
+    from anomtune.data import read_table
     from anomtune.errors import ConfigError
     from anomtune.pipeline import fit_detector, prepare, report
 
-    if data_opts["label"] is None:
+    if read_options["label"] is None:
         raise ConfigError("fit needs --label: metrics are computed against labeled anomalies")
-    table = load_table(data, **read_kwargs(**data_opts))
+    table = read_table(data, **read_options)
     started = time.perf_counter()
     prepared = prepare(table, seed=seed, train_on=train_on)
     detector = fit_detector(prepared, parse_params(params), seed=seed)
@@ -79,11 +74,5 @@ def fit_command(data, seed, train_on, params, as_json, **data_opts):
         f"{table.n_anomalies} anomalies; trained {detector.n_epochs_} epochs "
         f"on {len(prepared.train)} rows in {fit_seconds:.1f}s ({detector.training_status_})"
     )
-    click.echo(f"{'split':<6} {'AUC-ROC':>8} {'AUC-PR':>8} {'F1':>6} {'prec':>6} {'recall':>6}")
-    for part in ("val", "test"):
-        m = metrics[part]
-        click.echo(
-            f"{part:<6} {m['auc_roc']:>8.4f} {m['auc_pr']:>8.4f} {m['f1']:>6.3f} "
-            f"{m['precision']:>6.3f} {m['recall']:>6.3f}"
-        )
-    click.echo(f"threshold {detector.threshold_:.6g} ({detector.threshold_rule_})")
+    print_metrics({part: metrics[part] for part in ("val", "test")})
+    click.echo(f"threshold {threshold_text(detector.threshold_, detector.threshold_rule_)}")

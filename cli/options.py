@@ -2,26 +2,29 @@
 
 from __future__ import annotations
 
+import functools
+import importlib
 import json
-import math
+import logging
 from collections.abc import Callable
 
 import click
 
-from anomtune.data import Table, read_table
 from anomtune.errors import ConfigError
 from anomtune.inputs import MAX_LEVELS
 
 __all__ = [
-    "DATA_OPTIONS",
-    "csv_options",
+    "CSV_OPTIONS",
+    "LibraryChoice",
+    "add_debug_option",
     "data_options",
-    "load_table",
+    "debug_requested",
+    "json_option",
     "parse_params",
-    "pop_data_options",
-    "print_json",
     "read_kwargs",
+    "registry_options",
     "split_names",
+    "storage_options",
     "train_on_option",
     "with_csv_options",
 ]
@@ -32,179 +35,246 @@ def split_names(value: tuple[str, ...]) -> list[str]:
     return [name.strip() for item in value for name in item.split(",") if name.strip()]
 
 
-def data_options(func: Callable) -> Callable:
-    """``DATA`` argument plus the options that say how to read it."""
-    options = [
-        click.argument("data", type=click.Path(dir_okay=False)),
-        click.option(
-            "--label",
-            metavar="COLUMN",
-            help="Label column (1/true = anomaly, or see --positive).",
-        ),
-        click.option(
-            "--positive",
-            metavar="VALUE",
-            help="Label value that marks an anomaly, when it is not 1 or true.",
-        ),
-        click.option(
-            "--features",
-            multiple=True,
-            metavar="COLS",
-            help="Feature columns to use (comma-separated or repeated). Default: all others.",
-        ),
-        click.option("--exclude", multiple=True, metavar="COLS", help="Columns to leave out."),
-        click.option(
-            "--id-column", metavar="COLUMN", help="Row id kept for output, never a feature."
-        ),
-        click.option(
-            "--categorical",
-            multiple=True,
-            metavar="COLS",
-            help="Columns to one-hot encode even if they look numeric.",
-        ),
-        click.option(
-            "--include",
-            multiple=True,
-            metavar="COLS",
-            help="Keep these as features although inference would leave them out "
-            "(an id, a timestamp, a text column with many values).",
-        ),
-        click.option(
-            "--role",
-            "roles",
-            multiple=True,
-            metavar="COLUMN=ROLE",
-            help="Force a column's role: numeric, boolean, categorical, timestamp, id "
-            "or excluded (repeatable). 'anomtune columns' shows the inferred roles.",
-        ),
-        click.option(
-            "--max-levels",
-            type=int,
-            default=MAX_LEVELS,
-            show_default=True,
-            help="Leave out text columns with more distinct values than this.",
-        ),
-        click.option(
-            "--time-features",
-            is_flag=True,
-            help="Turn timestamp columns into hour, weekday, day and month features "
-            "(default: timestamps are left out).",
-        ),
-        click.option(
-            "--drop-unlabeled",
-            is_flag=True,
-            help="Drop rows whose label is missing (counted in the summary).",
-        ),
-        click.option(
-            "--dedupe",
-            is_flag=True,
-            help="Drop rows that repeat an earlier row exactly, before the split.",
-        ),
-        *csv_options(),
-    ]
-    for option in reversed(options):
-        func = option(func)
-    return func
+class LibraryChoice(click.Choice):
+    """A choice among a tuple the library defines, e.g. ``anomtune.tuning:SAMPLERS``.
+
+    The module is imported only when click needs the choices (to check a
+    value or to write --help), so the commands that do not take the option
+    never load it: ``anomtune score`` must not import torch for the
+    samplers of ``anomtune tune``.
+    """
+
+    def __init__(self, where: str, case_sensitive: bool = True):
+        self.where = where
+        self.case_sensitive = case_sensitive
+
+    @functools.cached_property
+    def choices(self) -> tuple:  # type: ignore[override]
+        module, _, name = self.where.partition(":")
+        return tuple(getattr(importlib.import_module(module), name))
 
 
-def csv_options() -> list:
-    """How to read a CSV file; every one is sniffed from the file when not given."""
-    return [
-        click.option(
-            "--sep",
-            default=None,
-            help="CSV field separator (one character; '\\t' or 'tab' for a tab). "
-            "Default: sniffed (',', ';', tab or '|').",
-        ),
-        click.option(
-            "--decimal",
-            type=click.Choice([".", ","]),
-            default=None,
-            help="Decimal mark of numbers in a CSV file. Default: sniffed "
-            "(',' for files like '1,5;2' from spreadsheets set to a comma locale).",
-        ),
-        click.option(
-            "--encoding",
-            default=None,
-            help="Text encoding of a CSV file (utf-8, latin-1, cp1252, utf-16, ...). "
-            "Default: sniffed (UTF-8, else Windows-1252).",
-        ),
-    ]
+# -- the data a command reads: DATA and how to read it ---------------------------------
+
+# Every option here becomes a keyword argument of ``read_table`` (see
+# ``read_kwargs``); a command decorated with ``data_options`` receives them
+# together as ``read_options``.
+_DATA_READING = [
+    click.option(
+        "--label",
+        metavar="COLUMN",
+        help="Label column (1/true = anomaly, or see --positive).",
+    ),
+    click.option(
+        "--positive",
+        metavar="VALUE",
+        help="Label value that marks an anomaly, when it is not 1 or true.",
+    ),
+    click.option(
+        "--features",
+        multiple=True,
+        metavar="COLS",
+        help="Feature columns to use (comma-separated or repeated). Default: all others.",
+    ),
+    click.option("--exclude", multiple=True, metavar="COLS", help="Columns to leave out."),
+    click.option("--id-column", metavar="COLUMN", help="Row id kept for output, never a feature."),
+    click.option(
+        "--categorical",
+        multiple=True,
+        metavar="COLS",
+        help="Columns to one-hot encode even if they look numeric.",
+    ),
+    click.option(
+        "--include",
+        multiple=True,
+        metavar="COLS",
+        help="Keep these as features although inference would leave them out "
+        "(an id, a timestamp, a text column with many values).",
+    ),
+    click.option(
+        "--role",
+        "roles",
+        multiple=True,
+        metavar="COLUMN=ROLE",
+        help="Force a column's role: numeric, boolean, categorical, timestamp, id or "
+        "excluded (repeatable). 'anomtune columns' shows the inferred roles.",
+    ),
+    click.option(
+        "--max-levels",
+        type=int,
+        default=MAX_LEVELS,
+        show_default=True,
+        help="Leave out text columns with more distinct values than this.",
+    ),
+    click.option(
+        "--time-features",
+        is_flag=True,
+        help="Turn timestamp columns into hour, weekday, day and month features "
+        "(default: timestamps are left out).",
+    ),
+    click.option(
+        "--drop-unlabeled",
+        is_flag=True,
+        help="Drop rows whose label is missing (counted in the summary).",
+    ),
+    click.option(
+        "--dedupe",
+        is_flag=True,
+        help="Drop rows that repeat an earlier row exactly, before the split.",
+    ),
+]
+
+# How a CSV file is written; each is sniffed from the file when not given. Shared
+# by every command that reads a data file (``with_csv_options`` outside data_options).
+CSV_OPTIONS = [
+    click.option(
+        "--sep",
+        default=None,
+        help="CSV field separator (one character; '\\t' or 'tab' for a tab). "
+        "Default: sniffed (',', ';', tab or '|').",
+    ),
+    click.option(
+        "--decimal",
+        type=click.Choice([".", ","]),
+        default=None,
+        help="Decimal mark of numbers in a CSV file. Default: sniffed "
+        "(',' for files like '1,5;2' from spreadsheets set to a comma locale).",
+    ),
+    click.option(
+        "--encoding",
+        default=None,
+        help="Text encoding of a CSV file (utf-8, latin-1, cp1252, utf-16, ...). "
+        "Default: sniffed (UTF-8, else Windows-1252).",
+    ),
+]
+_DATA_READING += CSV_OPTIONS
 
 
 def with_csv_options(func: Callable) -> Callable:
-    for option in reversed(csv_options()):
+    """``--sep``, ``--decimal`` and ``--encoding`` for a command that reads a CSV file."""
+    for option in reversed(CSV_OPTIONS):
         func = option(func)
     return func
 
 
-#: The data options' names, in the order the command functions take them.
-DATA_OPTIONS = (
-    "label",
-    "positive",
-    "features",
-    "exclude",
-    "id_column",
-    "categorical",
-    "include",
-    "roles",
-    "max_levels",
-    "time_features",
-    "drop_unlabeled",
-    "dedupe",
-    "sep",
-    "decimal",
-    "encoding",
-)
+def _declared(options: list[Callable]) -> list[click.Parameter]:
+    def probe() -> None: ...
+
+    for option in options:
+        probe = option(probe)
+    return probe.__click_params__
 
 
-def pop_data_options(params: dict) -> dict:
-    """Take the data options out of a command's parameters, as ``read_table`` arguments."""
-    values = {name: params.pop(name) for name in DATA_OPTIONS}
-    return read_kwargs(**values)
+_READING_PARAMS = _declared(_DATA_READING)
+_LIST_OPTIONS = {
+    p.name for p in _READING_PARAMS if getattr(p, "multiple", False) and p.name != "roles"
+}
 
 
-def load_table(data: str, **read_options) -> Table:
-    return read_table(data, **read_options)
+def data_options(func: Callable) -> Callable:
+    """``DATA`` argument plus the options that say how to read it, passed as ``read_options``."""
+    names = [p.name for p in _READING_PARAMS]
+
+    @functools.wraps(func)
+    def command(*args, **kwargs):
+        values = {name: kwargs.pop(name) for name in names}
+        return func(*args, read_options=read_kwargs(**values), **kwargs)
+
+    # wraps() shares func's list of click parameters; this command gets its own.
+    command.__click_params__ = list(getattr(func, "__click_params__", []))
+    for option in reversed(
+        [click.argument("data", type=click.Path(dir_okay=False)), *_DATA_READING]
+    ):
+        command = option(command)
+    return command
 
 
-def read_kwargs(
-    label=None,
-    positive=None,
-    features=(),
-    exclude=(),
-    id_column=None,
-    categorical=(),
-    sep=None,
-    include=(),
-    roles=(),
-    max_levels=MAX_LEVELS,
-    time_features=False,
-    drop_unlabeled=False,
-    dedupe=False,
-    decimal=None,
-    encoding=None,
-) -> dict:
+def read_kwargs(**values) -> dict:
     """The keyword arguments of ``read_table`` from the data options' values."""
-    from anomtune.inputs import parse_role_overrides
+    kwargs = dict(values)
+    for name in _LIST_OPTIONS:
+        kwargs[name] = split_names(values[name])
+    kwargs["features"] = kwargs["features"] or None
+    if "roles" in kwargs:
+        from anomtune.inputs import parse_role_overrides
 
-    return {
-        "label": label,
-        "positive": positive,
-        "features": split_names(features) or None,
-        "exclude": split_names(exclude),
-        "id_column": id_column,
-        "categorical": split_names(categorical),
-        "include": split_names(include),
-        "roles": parse_role_overrides(roles),
-        "max_levels": max_levels,
-        "time_features": time_features,
-        "drop_unlabeled": drop_unlabeled,
-        "dedupe": dedupe,
-        "sep": sep,
-        "decimal": decimal,
-        "encoding": encoding,
-    }
+        kwargs["roles"] = parse_role_overrides(values["roles"])
+    return kwargs
+
+
+# -- --debug, before or after the command name -----------------------------------------
+
+
+def _enable_debug(ctx: click.Context, param: click.Parameter, value: bool) -> None:
+    if not value:
+        return
+    ctx.find_root().ensure_object(dict)["debug"] = True
+    logging.basicConfig(format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger().setLevel(logging.DEBUG)
+
+
+def add_debug_option(command: click.Command) -> None:
+    """Give ``command`` (and, for a group, every command in it) the --debug flag."""
+    command.params.append(
+        click.Option(
+            ["--debug"],
+            is_flag=True,
+            expose_value=False,
+            is_eager=True,
+            callback=_enable_debug,
+            help="Show tracebacks and debug logging.",
+        )
+    )
+    for sub in getattr(command, "commands", {}).values():
+        add_debug_option(sub)
+
+
+def debug_requested(ctx: click.Context | None = None) -> bool:
+    """Whether --debug was given, before or after the command name."""
+    ctx = ctx or click.get_current_context()
+    return bool((ctx.find_root().obj or {}).get("debug"))
+
+
+def json_option(what: str = "the result") -> Callable:
+    """``--json``: print ``what`` as JSON instead of text."""
+    return click.option("--json", "as_json", is_flag=True, help=f"Print {what} as JSON.")
+
+
+def registry_options(purpose: str = "") -> Callable:
+    """``--registry`` and ``--registry-files``; ``purpose`` says what the registry is for."""
+
+    def decorate(func: Callable) -> Callable:
+        func = click.option(
+            "--registry-files",
+            "registry_files",
+            metavar="DIR",
+            help="Folder of model files; required with a server database URL "
+            "[env: ANOMTUNE_REGISTRY_FILES; default: 'files' beside the SQLite database].",
+        )(func)
+        return click.option(
+            "--registry",
+            metavar="PATH|URL",
+            help=f"Model registry{' ' + purpose if purpose else ''}: a folder, SQLite file or "
+            "database URL [env: ANOMTUNE_REGISTRY; default: .anomtune/registry].",
+        )(func)
+
+    return decorate
+
+
+def storage_options(func: Callable) -> Callable:
+    """``--storage`` and ``--workspace``: where the Optuna studies are."""
+    func = click.option(
+        "--workspace",
+        default=".anomtune",
+        show_default=True,
+        help="Folder of the default storage.",
+    )(func)
+    return click.option(
+        "--storage",
+        metavar="PATH|URL",
+        help="Optuna storage: a journal file path or a database URL "
+        "(default: WORKSPACE/studies.journal).",
+    )(func)
 
 
 train_on_option = click.option(
@@ -241,22 +311,3 @@ def parse_params(items: tuple[str, ...]) -> dict:
             value = tuple(value)
         params[key.strip()] = value
     return params
-
-
-def _finite_or_none(value: object) -> object:
-    """JSON has no NaN or infinity: write them as null. NumPy scalars become numbers."""
-    if hasattr(value, "item") and getattr(value, "shape", None) == ():
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _finite_or_none(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite_or_none(v) for v in value]
-    return value
-
-
-def print_json(payload: object, *, err: bool = False) -> None:
-    """Print ``payload`` as standard JSON (non-finite numbers become null)."""
-    text = json.dumps(_finite_or_none(payload), indent=2, sort_keys=True, default=str)
-    click.echo(text, err=err)

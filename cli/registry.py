@@ -2,34 +2,47 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import json
+import re
+from pathlib import Path
 
 import click
 
-from anomtune.cli.options import print_json
+from anomtune.cli.options import LibraryChoice, json_option, registry_options
+from anomtune.cli.output import (
+    metric_text,
+    param_text,
+    print_fields,
+    print_json,
+    print_metrics,
+    print_table,
+    threshold_text,
+)
 
-__all__ = ["registry_group"]
-
-
-def registry_options(func: Callable) -> Callable:
-    """``--registry`` and ``--registry-files``, shared by every registry command."""
-    func = click.option(
-        "--registry-files",
-        "registry_files",
-        metavar="DIR",
-        help="Folder of model files; required with a server database URL "
-        "[env: ANOMTUNE_REGISTRY_FILES; default: 'files' beside the SQLite database].",
-    )(func)
-    return click.option(
-        "--registry",
-        metavar="PATH|URL",
-        help="Registry folder, SQLite file or database URL "
-        "[env: ANOMTUNE_REGISTRY; default: .anomtune/registry].",
-    )(func)
+__all__ = ["model_name", "registry_group"]
 
 
-def json_option(func: Callable) -> Callable:
-    return click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")(func)
+def model_name(name: str | None, data: str | None) -> str:
+    """``name`` or, when it is empty, one made from the data file's name; validated.
+
+    ``tune --register`` and ``registry register RUN_DIR`` without ``--name``
+    both name the model after the file it was tuned on: ``Cardio.v2.csv``
+    becomes ``cardio``; data from standard input gives ``model``.
+    """
+    from anomtune.registry import validate_name
+
+    if not name:
+        stem = Path(data).name.split(".")[0] if data and data != "-" else ""
+        name = re.sub(r"[^a-z0-9_-]+", "-", stem.lower()).strip("-_") or "model"
+    return validate_name(name)
+
+
+def _run_data(run_dir: str) -> str | None:
+    """The data file a run was tuned on, from its summary (None if it cannot be read)."""
+    try:
+        return json.loads((Path(run_dir) / "summary.json").read_text())["config"]["data"]
+    except (OSError, ValueError, LookupError, TypeError):
+        return None  # register_run reports what is wrong with the folder
 
 
 def _open(registry: str | None, files: str | None, *, create: bool = False):
@@ -50,21 +63,12 @@ def _parse_tags(items: tuple[str, ...], option: str = "--tag") -> dict[str, str]
     return tags
 
 
-def _echo_table(head: list[str], rows: list[list[str]]) -> None:
-    widths = [max(len(str(r[i])) for r in [head, *rows]) for i in range(len(head))]
-    for row in [head, *rows]:
-        click.echo("  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
-
-
 def _size(n: int) -> str:
     return f"{n / 1000:.1f} kB" if n < 1_000_000 else f"{n / 1e6:.1f} MB"
 
 
-def _num(value, width: int = 0) -> str:
-    if isinstance(value, float):
-        return f"{value:.4f}"
-    text = "-" if value is None else str(value)
-    return text[: width - 1] + "…" if width and len(text) > width else text
+def _clip(text: str, width: int) -> str:
+    return text[: width - 1] + "…" if len(text) > width else text
 
 
 def _test_metric(info, key: str):
@@ -89,7 +93,7 @@ def registry_group() -> None:
 
     \b
     Examples:
-      anomtune registry register runs/cardio --name cardio
+      anomtune registry register runs/cardio
       anomtune registry promote cardio 1 --alias champion
       anomtune registry show cardio@champion
     """
@@ -97,7 +101,11 @@ def registry_group() -> None:
 
 @registry_group.command("register")
 @click.argument("run_dir", required=False, type=click.Path(file_okay=False))
-@click.option("--name", required=True, help="Model name: lowercase letters, digits, '-', '_'.")
+@click.option(
+    "--name",
+    help="Model name: lowercase letters, digits, '-', '_' (default for RUN_DIR: made from "
+    "the name of the data file it was tuned on, as 'tune --register' does).",
+)
 @click.option(
     "--onnx",
     "onnx_file",
@@ -106,8 +114,8 @@ def registry_group() -> None:
 )
 @click.option("--description", default="", help="What this version is.")
 @click.option("--tag", "tags", multiple=True, metavar="KEY=VALUE", help="A tag (repeatable).")
-@registry_options
-@json_option
+@registry_options()
+@json_option()
 def register_command(
     run_dir, name, onnx_file, description, tags, registry, registry_files, as_json
 ):
@@ -116,18 +124,22 @@ def register_command(
     A run folder is exported to ONNX and checked against torch first; a
     model that fails the parity check is not registered. The version number
     is the model's next integer; the version never changes afterwards.
+    Without --name a run folder's model is named after the data file it was
+    tuned on (runs/cardio tuned on cardio.csv: cardio).
 
     \b
     Examples:
-      anomtune registry register runs/cardio --name cardio --tag data=2024-06
+      anomtune registry register runs/cardio --tag data=2024-06
       anomtune registry register --onnx cardio.onnx --name cardio
     """
     from anomtune.errors import ConfigError
-    from anomtune.registry import register_onnx, register_run, validate_name
+    from anomtune.registry import register_onnx, register_run
 
     if (run_dir is None) == (onnx_file is None):
         raise ConfigError("give either RUN_DIR or --onnx FILE (exactly one)")
-    validate_name(name)
+    if onnx_file is not None and not name:
+        raise ConfigError("--onnx FILE needs --name NAME (only a run folder has a default name)")
+    name = model_name(name, _run_data(run_dir) if run_dir is not None else None)
     tag_map = _parse_tags(tags)
     with _open(registry, registry_files, create=True) as reg:
         if onnx_file is not None:
@@ -142,8 +154,8 @@ def register_command(
 
 
 @registry_group.command("list")
-@registry_options
-@json_option
+@registry_options()
+@json_option()
 def list_command(registry, registry_files, as_json):
     """List the models: newest active version, version counts and aliases.
 
@@ -163,20 +175,20 @@ def list_command(registry, registry_files, as_json):
     rows = [
         [
             m.name,
-            _num(m.latest),
+            param_text(m.latest),
             f"{m.active}/{m.versions}",
             ", ".join(f"@{a}={v}" for a, v in m.aliases.items()) or "-",
             m.updated_at,
         ]
         for m in models
     ]
-    _echo_table(["NAME", "LATEST", "ACTIVE/ALL", "ALIASES", "UPDATED"], rows)
+    print_table(["NAME", "LATEST", "ACTIVE/ALL", "ALIASES", "UPDATED"], rows)
 
 
 @registry_group.command("show")
 @click.argument("ref")
-@registry_options
-@json_option
+@registry_options()
+@json_option()
 def show_command(ref, registry, registry_files, as_json):
     """Show one version: file, hash, aliases, tags, metrics, parameters and lineage.
 
@@ -213,31 +225,41 @@ def show_command(ref, registry, registry_files, as_json):
             ("tags", " ".join(f"{k}={v}" for k, v in info.tags.items()) or "-"),
         ]
     if "threshold" in meta:
-        fields.append(("threshold", f"{meta['threshold']:.6g} ({meta.get('threshold_rule', '')})"))
+        fields.append(("threshold", threshold_text(meta["threshold"], meta.get("threshold_rule"))))
     if meta.get("feature_names") is not None:
-        fields.append(("features", str(len(meta["feature_names"]))))
-    for key, value in fields:
-        click.echo(f"  {key:<12} {value}")
+        fields.append(("features", len(meta["feature_names"])))
+    print_fields(fields)
     metrics = meta.get("metrics") or {}
-    parts = [p for p in ("val", "test") if isinstance(metrics.get(p), dict)]
-    if parts:
+    if any(isinstance(metrics.get(p), dict) for p in ("val", "test")):
         click.echo("metrics")
-        keys = ["auc_roc", "auc_pr", "f1", "precision", "recall"]
-        _echo_table(
-            ["  split", *keys],
-            [[f"  {p}", *(_num(metrics[p].get(k)) for k in keys)] for p in parts],
-        )
-    for title, section in (("params", meta.get("params")), ("lineage", info.lineage)):
+        print_metrics({p: metrics.get(p) for p in ("val", "test")}, indent="  ")
+    params = applying_params(meta.get("params") or {})
+    for title, section in (("params", params), ("lineage", info.lineage)):
         if section:
             click.echo(title)
-            for key, value in sorted(section.items()):
-                click.echo(f"  {key:<20} {value}")
+            print_fields(dict(sorted(section.items())), format=param_text)
+
+
+def applying_params(params: dict) -> dict:
+    """The parameters that take effect with the others' values.
+
+    A parameter the default search space makes conditional (``when``) is
+    left out where its condition fails: the sparsity settings except for the
+    sparse variant, the noise for denoising, beta and vae_score for the VAE,
+    momentum except with sgd and rmsprop.
+    """
+    from anomtune.space import default_space
+
+    conditional = {p.name: p for p in default_space(1).params if p.when}
+    return {
+        k: v for k, v in params.items() if k not in conditional or conditional[k].active(params)
+    }
 
 
 @registry_group.command("versions")
 @click.argument("name")
-@registry_options
-@json_option
+@registry_options()
+@json_option()
 def versions_command(name, registry, registry_files, as_json):
     """List every version of NAME with status, aliases, tags and test metrics.
 
@@ -256,15 +278,17 @@ def versions_command(name, registry, registry_files, as_json):
             i.status,
             i.created_at or "-",
             i.sha256[:12],
-            _num(_test_metric(i, "auc_roc")),
-            _num(_test_metric(i, "auc_pr")),
+            metric_text(_test_metric(i, "auc_roc")),
+            metric_text(_test_metric(i, "auc_pr")),
             " ".join("@" + a for a in i.aliases) or "-",
             " ".join(f"{k}={v}" for k, v in i.tags.items()) or "-",
         ]
         for i in infos
     ]
-    _echo_table(
-        ["VERSION", "STATUS", "CREATED", "SHA256", "AUC-ROC", "AUC-PR", "ALIASES", "TAGS"], rows
+    print_table(
+        ["VERSION", "STATUS", "CREATED", "SHA256", "AUC-ROC", "AUC-PR", "ALIASES", "TAGS"],
+        rows,
+        right={0, 4, 5},
     )
 
 
@@ -276,8 +300,8 @@ def _version_ref(name: str, text: str) -> str:
 @click.argument("name")
 @click.argument("a")
 @click.argument("b")
-@registry_options
-@json_option
+@registry_options()
+@json_option()
 def compare_command(name, a, b, registry, registry_files, as_json):
     """Show two versions of NAME side by side: metrics, threshold and parameters.
 
@@ -298,9 +322,11 @@ def compare_command(name, a, b, registry, registry_files, as_json):
         for key in sorted(set(lm) | set(rm)):
             rows.append((f"{side}.{key}", lm.get(key), rm.get(key)))
     rows.append(("threshold", left.metadata.get("threshold"), right.metadata.get("threshold")))
+    n_metrics = len(rows)
     lp = left.metadata.get("params") or {}
     rp = right.metadata.get("params") or {}
-    for key in sorted(set(lp) | set(rp)):
+    # Only the parameters that take effect in at least one of the two.
+    for key in sorted(set(applying_params(lp)) | set(applying_params(rp))):
         rows.append((f"params.{key}", lp.get(key), rp.get(key)))
     rows.append(
         (
@@ -318,9 +344,12 @@ def compare_command(name, a, b, registry, registry_files, as_json):
             }
         )
         return
-    _echo_table(
+    shown = [
+        (metric_text if i < n_metrics else param_text, k, x, y) for i, (k, x, y) in enumerate(rows)
+    ]
+    print_table(
         ["", "KEY", left.ref, right.ref],
-        [["*" if x != y else "", k, _num(x, 28), _num(y, 28)] for k, x, y in rows],
+        [["*" if x != y else "", k, _clip(f(x), 28), _clip(f(y), 28)] for f, k, x, y in shown],
     )
 
 
@@ -335,7 +364,7 @@ def compare_command(name, a, b, registry, registry_files, as_json):
 )
 @click.option(
     "--metric",
-    type=click.Choice(["auc-pr", "auc-roc", "f1"]),
+    type=LibraryChoice("anomtune.registry._gate:METRICS"),
     default="auc-pr",
     show_default=True,
     help="Metric --if-better compares (F1 at each model's own threshold).",
@@ -352,8 +381,8 @@ def compare_command(name, a, b, registry, registry_files, as_json):
 @click.option("--positive", metavar="VALUE", help="Label value that marks an anomaly.")
 @click.option("--sep", default=None, help="CSV field separator of --data (default: sniffed).")
 @click.option("--reason", default="", help="Why, for the alias history.")
-@registry_options
-@json_option
+@registry_options()
+@json_option()
 def promote_command(
     name,
     version,
@@ -426,8 +455,8 @@ def promote_command(
 @registry_group.command("history")
 @click.argument("name")
 @click.option("--alias", help="Only this alias.")
-@registry_options
-@json_option
+@registry_options()
+@json_option()
 def history_command(name, alias, registry, registry_files, as_json):
     """Show every alias move of NAME: when, who, from which version to which, why.
 
@@ -448,21 +477,21 @@ def history_command(name, alias, registry, registry_files, as_json):
             m.at,
             "@" + m.alias,
             m.action,
-            f"{_num(m.from_version)} -> {_num(m.to_version)}",
+            f"{param_text(m.from_version)} -> {param_text(m.to_version)}",
             m.who,
             m.reason or "-",
         ]
         for m in moves
     ]
-    _echo_table(["WHEN", "ALIAS", "ACTION", "FROM -> TO", "WHO", "REASON"], rows)
+    print_table(["WHEN", "ALIAS", "ACTION", "FROM -> TO", "WHO", "REASON"], rows)
 
 
 @registry_group.command("rollback")
 @click.argument("name")
 @click.option("--alias", default="champion", show_default=True, help="The alias to move back.")
 @click.option("--reason", default="", help="Why, for the alias history.")
-@registry_options
-@json_option
+@registry_options()
+@json_option()
 def rollback_command(name, alias, reason, registry, registry_files, as_json):
     """Move NAME@ALIAS back to the version that held it before.
 
@@ -485,8 +514,8 @@ def rollback_command(name, alias, reason, registry, registry_files, as_json):
 @click.argument("ref")
 @click.argument("tags", nargs=-1, metavar="KEY=VALUE...")
 @click.option("--remove", multiple=True, metavar="KEY", help="Remove this tag (repeatable).")
-@registry_options
-@json_option
+@registry_options()
+@json_option()
 def tag_command(ref, tags, remove, registry, registry_files, as_json):
     """Set (or --remove) tags of a version. REF as in 'registry show'.
 
@@ -512,8 +541,8 @@ def tag_command(ref, tags, remove, registry, registry_files, as_json):
 @registry_group.command("archive")
 @click.argument("ref")
 @click.option("--restore", is_flag=True, help="Make an archived version active again.")
-@registry_options
-@json_option
+@registry_options()
+@json_option()
 def archive_command(ref, restore, registry, registry_files, as_json):
     """Archive a version: a bare NAME then resolves to the newest active one.
 
@@ -536,8 +565,8 @@ def archive_command(ref, restore, registry, registry_files, as_json):
 @click.argument("ref")
 @click.option("--force", is_flag=True, help="Delete even if the version holds aliases.")
 @click.option("--reason", default="", help="Why, for the alias history (with --force).")
-@registry_options
-@json_option
+@registry_options()
+@json_option()
 def delete_command(ref, force, reason, registry, registry_files, as_json):
     """Delete one version (REF is NAME/VERSION or NAME@ALIAS).
 
@@ -559,8 +588,8 @@ def delete_command(ref, force, reason, registry, registry_files, as_json):
 
 
 @registry_group.command("verify")
-@registry_options
-@json_option
+@registry_options()
+@json_option()
 def verify_command(registry, registry_files, as_json):
     """Check every version's file: present, sha256, onnx.checker, metadata.
 

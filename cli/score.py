@@ -2,31 +2,21 @@
 
 from __future__ import annotations
 
-import sys
-
 import click
 
-from anomtune.cli.options import print_json, with_csv_options
+from anomtune.cli.options import registry_options, with_csv_options
+from anomtune.cli.output import Progress, print_json, print_metrics, threshold_text
 
 __all__ = ["score_command"]
 
 
-class _Rate:
-    """Rows-per-second line on stderr, redrawn in place on a terminal."""
+def _rate(hidden: bool) -> Progress:
+    def describe(item: tuple[int, float]) -> str:
+        rows, seconds = item
+        return f"{rows:,} rows  {rows / max(seconds, 1e-9):,.0f} rows/s"
 
-    def __init__(self, quiet: bool):
-        self.quiet = quiet or not sys.stderr.isatty()
-        self.last = 0.0
-
-    def __call__(self, rows: int, seconds: float) -> None:
-        if self.quiet or seconds - self.last < 0.5:
-            return
-        self.last = seconds
-        click.echo(f"\r{rows:,} rows  {rows / max(seconds, 1e-9):,.0f} rows/s", nl=False, err=True)
-
-    def close(self) -> None:
-        if not self.quiet and self.last:
-            click.echo("", err=True)
+    # Redrawn at most twice a second: a chunk can take a millisecond.
+    return Progress("scoring", describe=describe, hidden=hidden, interval=0.5)
 
 
 @click.command("score")
@@ -70,14 +60,8 @@ class _Rate:
     show_default=True,
     help="Threads that score slices of the input side by side.",
 )
-@click.option("--registry", metavar="PATH|URL", help="Model registry (default: ANOMTUNE_REGISTRY).")
-@click.option(
-    "--registry-files",
-    "registry_files",
-    metavar="DIR",
-    help="Folder of model files for a database --registry [env: ANOMTUNE_REGISTRY_FILES].",
-)
-@click.option("--quiet", is_flag=True, help="No progress line.")
+@registry_options("that holds MODEL")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
 @click.option(
     "--json",
     "as_json",
@@ -108,7 +92,8 @@ def score_command(
     MODEL is name@alias, name/VERSION, name (latest) or a path to an .onnx
     file. Columns are matched by name (any order; extra columns are ignored).
     The file is read and scored in chunks, so memory stays flat. Output
-    columns: the id column (or row, from 1), score, is_anomaly and, with
+    columns: the id column (the model's own when the file has it, else row,
+    from 1), score, is_anomaly and, with
     --explain K, the K most anomalous columns of each row.
 
     \b
@@ -122,8 +107,7 @@ def score_command(
     from anomtune.scoring import open_model
 
     scorer = open_model(model, registry=registry, registry_files=registry_files, threads=threads)
-    rate = _Rate(quiet)
-    try:
+    with _rate(hidden=quiet) as rate:
         result = score_file(
             scorer,
             data,
@@ -137,10 +121,8 @@ def score_command(
             sep=sep,
             decimal=decimal,
             encoding=encoding,
-            on_progress=rate,
+            on_progress=lambda rows, seconds: rate.update(rows, (rows, seconds)),
         )
-    finally:
-        rate.close()
     summary = result.to_dict()
     if result.flag_rate_warning:
         click.echo(f"anomtune: warning: {result.flag_rate_warning}", err=True)
@@ -150,13 +132,8 @@ def score_command(
     if not quiet or result.metrics:
         click.echo(
             f"scored {result.rows:,} rows in {result.seconds:.2f}s; {result.anomalies:,} above "
-            f"threshold {result.threshold:.6g} ({result.threshold_rule})",
+            f"threshold {threshold_text(result.threshold, result.threshold_rule)}",
             err=True,
         )
     if result.metrics:
-        m = result.metrics
-        click.echo(
-            f"AUC-ROC {m['auc_roc']:.4f}  AUC-PR {m['auc_pr']:.4f}  F1 {m['f1']:.3f}  "
-            f"precision {m['precision']:.3f}  recall {m['recall']:.3f}",
-            err=True,
-        )
+        print_metrics({"scored": result.metrics}, first="rows", err=True)

@@ -81,7 +81,7 @@ def space_command(data_path, label, n_features, run_dir, output, as_json):
         except OSError as exc:
             raise ConfigError(f"cannot write {output}: {exc.strerror or exc}") from exc
     if as_json:
-        from anomtune.cli.options import print_json
+        from anomtune.cli.output import print_json
 
         print_json(
             {

@@ -10,7 +10,8 @@ import difflib
 
 import click
 
-from anomtune.cli.options import print_json
+from anomtune.cli.options import json_option, storage_options
+from anomtune.cli.output import metric_text, param_text, print_json, print_table
 
 __all__ = ["studies_command", "trials_command"]
 
@@ -21,22 +22,6 @@ STATES = {
     "running": "running",
     "waiting": "waiting",
 }
-
-
-def storage_options(func):
-    """``--storage`` and ``--workspace``, as ``anomtune tune`` takes them."""
-    func = click.option(
-        "--workspace",
-        default=".anomtune",
-        show_default=True,
-        help="Folder of the default storage (as for 'anomtune tune').",
-    )(func)
-    return click.option(
-        "--storage",
-        metavar="PATH|URL",
-        help="Optuna storage: a journal file path or a database URL "
-        "(default: WORKSPACE/studies.journal).",
-    )(func)
 
 
 def _open_existing(storage: str | None, workspace: str):
@@ -97,33 +82,9 @@ def _study_row(storage, summary) -> dict:
     }
 
 
-def _num(value) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        return f"{value:.4f}" if abs(value) < 1000 else f"{value:.4g}"
-    return str(value)
-
-
-def _param(value) -> str:
-    if value is None:
-        return "-"
-    return f"{value:.4g}" if isinstance(value, float) else str(value)
-
-
-def _echo_table(head: list[str], rows: list[list[str]], right: set[int]) -> None:
-    widths = [max(len(x) for x in col) for col in zip(head, *rows, strict=False)]
-    for line in [head, *rows]:
-        cells = [
-            c.rjust(w) if i in right else c.ljust(w)
-            for i, (c, w) in enumerate(zip(line, widths, strict=True))
-        ]
-        click.echo("  ".join(cells).rstrip())
-
-
 @click.command("studies")
 @storage_options
-@click.option("--json", "as_json", is_flag=True, help="Print the studies as JSON.")
+@json_option("the studies")
 def studies_command(storage, workspace, as_json):
     """List the studies in a storage: trials, best value and state.
 
@@ -155,13 +116,13 @@ def studies_command(storage, workspace, as_json):
             str(r["complete"]),
             str(r["pruned"]),
             str(r["failed"]),
-            _num(r["best_value"]),
+            metric_text(r["best_value"]),
             f"{r['objectives'][0]} ({'max' if r['directions'][0] == 'maximize' else 'min'})",
             r["state"],
         ]
         for r in rows
     ]
-    _echo_table(head, body, right={1, 2, 3, 4, 5})
+    print_table(head, body, right={1, 2, 3, 4, 5})
     click.echo(f"storage: {label}")
 
 
@@ -224,7 +185,7 @@ def _complete_study(ctx, param, incomplete: str) -> list[str]:
     help="Only trials in this state (repeatable).",
 )
 @click.option("--params", "show_params", is_flag=True, help="Add a column per parameter.")
-@click.option("--json", "as_json", is_flag=True, help="Print the trials as JSON.")
+@json_option("the trials")
 def trials_command(study, storage, workspace, sort_key, desc, states, show_params, as_json):
     """List the trials of STUDY: state, value, epochs, duration and parameters.
 
@@ -271,17 +232,17 @@ def trials_command(study, storage, workspace, sort_key, desc, states, show_param
         head.append("reason")
     body = []
     for r in rows:
-        line = [str(r["number"]), r["state"], _num(r["value"])]
+        line = [str(r["number"]), r["state"], metric_text(r["value"])]
         if multi:
-            line.append(_num(r.get("value_2")))
+            line.append(metric_text(r.get("value_2")))
         line += [
-            _num(r["epochs"]),
-            _num(r["best_epoch"]),
+            metric_text(r["epochs"]),
+            metric_text(r["best_epoch"]),
             f"{r['duration_s']:.1f}" if r["duration_s"] is not None else "-",
         ]
-        line += [_param(r.get(p)) for p in shown]
+        line += [param_text(r.get(p)) for p in shown]
         if failed:
             line.append(r["fail_reason"] or "")
         body.append(line)
     numeric = {0, 2, 3, 4, 5, 6} if multi else {0, 2, 3, 4, 5}
-    _echo_table(head, body, right=numeric)
+    print_table(head, body, right=numeric)

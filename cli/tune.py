@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 import signal
 import sys
 from pathlib import Path
@@ -12,12 +11,25 @@ import click
 
 from anomtune.cli.columns import print_roles
 from anomtune.cli.options import (
+    LibraryChoice,
     data_options,
-    print_json,
-    read_kwargs,
+    debug_requested,
+    json_option,
+    registry_options,
     split_names,
+    storage_options,
     train_on_option,
 )
+from anomtune.cli.output import (
+    Progress,
+    metric_text,
+    param_text,
+    print_fields,
+    print_json,
+    print_metrics,
+    threshold_text,
+)
+from anomtune.cli.registry import model_name
 
 __all__ = ["tune_command"]
 
@@ -46,49 +58,22 @@ def _enqueue_sources(values: tuple[str, ...]) -> list[dict]:
     return out
 
 
-class _ProgressLine:
-    """One status line on stderr, redrawn in place on a terminal."""
-
-    def __init__(self, quiet: bool):
-        self.quiet = quiet
-        self.tty = sys.stderr.isatty()
-        self.last_done = -1
-
-    def __call__(self, snap: dict) -> None:
-        if self.quiet or snap["done"] == self.last_done:
-            return
-        self.last_done = snap["done"]
-        done, total, elapsed = snap["done"], snap["total"], snap["elapsed"]
-        eta = elapsed / done * (total - done) if done else None
-        best = f"{snap['best']:.4f}" if snap["best"] is not None else "-"
-        width = 20
-        filled = int(width * done / total) if total else width
-        bar = "#" * filled + "-" * (width - filled)
-        line = (
-            f"[{bar}] trial {done}/{total}  best {best}  pruned {snap['pruned']}  "
-            f"failed {snap['failed']}  elapsed {_clock(elapsed)}  "
-            f"left {_clock(eta) if eta is not None else '?'}"
+def _trial_progress(hidden: bool) -> Progress:
+    def describe(snap: dict) -> str:
+        best = metric_text(snap["best"])
+        return (
+            f"best {best}  pruned {snap['pruned']}  failed {snap['failed']}  "
+            f"elapsed {snap['elapsed']:.0f}s"
         )
-        if self.tty:
-            click.echo("\r" + line, nl=done >= total, err=True)
-        else:
-            click.echo(line, err=True)
 
-    def close(self) -> None:
-        if self.tty and not self.quiet and self.last_done >= 0:
-            click.echo("", err=True)
-
-
-def _clock(seconds: float) -> str:
-    seconds = round(seconds)
-    return f"{seconds // 60}:{seconds % 60:02d}"
+    return Progress("trials", describe=describe, hidden=hidden, log=True)
 
 
 @click.command("tune")
 @data_options
 @click.option(
     "--metric",
-    type=click.Choice(["auc-roc", "auc-pr", "f1"]),
+    type=LibraryChoice("anomtune.tuning:METRICS"),
     default="auc-roc",
     show_default=True,
     help="Validation metric to maximise (F1 at its best threshold).",
@@ -107,14 +92,14 @@ def _clock(seconds: float) -> str:
 )
 @click.option(
     "--sampler",
-    type=click.Choice(["tpe", "random", "grid", "gp", "cmaes", "qmc"]),
+    type=LibraryChoice("anomtune.tuning:SAMPLERS"),
     default="tpe",
     show_default=True,
     help="Search strategy: TPE, random, grid, Gaussian-process BO, CMA-ES or quasi-Monte Carlo.",
 )
 @click.option(
     "--pruner",
-    type=click.Choice(["median", "sha", "hyperband", "none"]),
+    type=LibraryChoice("anomtune.tuning:PRUNERS"),
     default="median",
     show_default=True,
     help="Stop weak trials early: median (below the median of earlier trials at the "
@@ -145,16 +130,7 @@ def _clock(seconds: float) -> str:
     help="Try these parameters first: a run folder's best trial or a JSON file.",
 )
 @click.option("--study", help="Study name (default: the data file's name). Reusing it resumes.")
-@click.option(
-    "--storage",
-    help="Optuna storage: a journal file path or a database URL (default: .anomtune/).",
-)
-@click.option(
-    "--workspace",
-    default=".anomtune",
-    show_default=True,
-    help="Folder for the default storage.",
-)
+@storage_options
 @click.option("--out", type=click.Path(file_okay=False), help="Run folder (default: runs/STUDY).")
 @click.option(
     "--register",
@@ -166,27 +142,18 @@ def _clock(seconds: float) -> str:
     help="Register the best model in the model registry as the next version of NAME "
     "(--register alone: a name made from DATA's file name).",
 )
-@click.option(
-    "--registry",
-    metavar="PATH|URL",
-    help="Registry for --register [env: ANOMTUNE_REGISTRY; default: .anomtune/registry].",
-)
-@click.option(
-    "--registry-files",
-    "registry_files",
-    metavar="DIR",
-    help="Folder of model files for a database --registry [env: ANOMTUNE_REGISTRY_FILES].",
-)
+@registry_options("for --register")
 @click.option(
     "--report",
     "report_path",
     type=click.Path(dir_okay=False),
     help="Write the run's HTML report here at the end (see 'anomtune report').",
 )
-@click.option("--quiet", is_flag=True, help="No progress line.")
-@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+@json_option("the summary")
 def tune_command(
     data,
+    read_options,
     metric,
     objectives,
     tolerance,
@@ -210,7 +177,6 @@ def tune_command(
     report_path,
     quiet,
     as_json,
-    **data_opts,
 ):
     """Find the best autoencoder for DATA, judged on labeled validation rows.
 
@@ -233,16 +199,16 @@ def tune_command(
 
     # Failed and pruned trials are recorded in the study and trials.csv; Optuna's
     # own per-trial messages (with tracebacks) show only with --debug.
-    debug = click.get_current_context().find_root().params.get("debug", False)
+    debug = debug_requested()
     optuna.logging.set_verbosity(optuna.logging.DEBUG if debug else optuna.logging.ERROR)
     if register_name is not None:
         # Checked before the search, not after an hour of it.
-        register_name = _registry_name(register_name, data)
+        register_name = model_name(register_name, data)
     if report_path is not None:
         _check_report_path(Path(report_path), data)
     config = TuneConfig(
         data=data,
-        **read_kwargs(**data_opts),
+        **read_options,
         metric=metric,
         objectives=split_names((objectives,)) if objectives else None,
         tolerance=tolerance,
@@ -261,27 +227,24 @@ def tune_command(
         workspace=workspace,
         out=out,
     )
-    if data_opts["label"] is None:
+    if read_options["label"] is None:
         click.echo(
             "anomtune: note: no --label given, so trials are compared on the validation "
             "reconstruction error and the threshold is the training-score quantile",
             err=True,
         )
-    progress = _ProgressLine(quiet or as_json)
 
     def show_columns(table) -> None:
         if not (quiet or as_json):
             print_roles(table, err=True)
 
-    try:
+    with _trial_progress(hidden=quiet or as_json) as progress:
         result = run_study(
             config,
-            on_progress=progress,
+            on_progress=lambda snap: progress.update(snap["done"], snap, snap["total"]),
             on_table=show_columns,
             argv=["anomtune", *sys.argv[1:]],
         )
-    finally:
-        progress.close()
     registered = None
     if register_name is not None and not result.interrupted and result.summary.best:
         registered = result.register(register_name, registry=registry, files=registry_files)
@@ -337,16 +300,6 @@ def _check_report_path(path: Path, data: str) -> None:
         raise ConfigError(f"--report {path}: no folder {path.parent} to write it in")
 
 
-def _registry_name(name: str, data: str) -> str:
-    """``name``, or one made from the data file's name when empty; validated."""
-    from anomtune.registry import validate_name
-
-    if not name:
-        stem = Path(data).name.split(".")[0] if data != "-" else ""
-        name = re.sub(r"[^a-z0-9_-]+", "-", stem.lower()).strip("-_") or "model"
-    return validate_name(name)
-
-
 def _print_summary(summary: dict, out) -> None:
     study = summary["study"]
     counts = study["trials"]
@@ -359,26 +312,20 @@ def _print_summary(summary: dict, out) -> None:
     if not best:
         click.echo("no trial completed; nothing to report")
         return
-    click.echo(f"best trial #{best['number']} ({study['objectives'][0]} {best['value']:.4f}):")
-    for key, value in sorted(best["params"].items()):
-        click.echo(f"  {key:<20} {value}")
-    if "auc_roc" not in summary["metrics"]["val"]:
+    objective = study["objectives"][0]
+    click.echo(f"best trial #{best['number']} ({objective} {metric_text(best['value'])}):")
+    print_fields(dict(sorted(best["params"].items())), format=param_text)
+    metrics = summary["metrics"]
+    if "auc_roc" in metrics["val"]:
+        print_metrics({part: metrics[part] for part in ("val", "test")})
+    else:
         for part in ("val", "test"):
-            m = summary["metrics"][part]
+            m = metrics[part]
             click.echo(
                 f"{part:<6} reconstruction error {m['reconstruction_error']:.4g}, "
                 f"{m['flagged']:.1%} of rows above the threshold"
             )
-        click.echo(f"threshold {summary['threshold']:.6g} ({summary['threshold_rule']})")
+    click.echo(f"threshold {threshold_text(summary['threshold'], summary['threshold_rule'])}")
+    if "auc_roc" not in metrics["val"]:
         click.echo(f"note: {summary['note']}")
-        click.echo(f"run folder: {out}")
-        return
-    click.echo(f"{'split':<6} {'AUC-ROC':>8} {'AUC-PR':>8} {'F1':>6} {'prec':>6} {'recall':>6}")
-    for part in ("val", "test"):
-        m = summary["metrics"][part]
-        click.echo(
-            f"{part:<6} {m['auc_roc']:>8.4f} {m['auc_pr']:>8.4f} {m['f1']:>6.3f} "
-            f"{m['precision']:>6.3f} {m['recall']:>6.3f}"
-        )
-    click.echo(f"threshold {summary['threshold']:.6g} ({summary['threshold_rule']})")
     click.echo(f"run folder: {out}")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from anomtune.errors import first_line
 from anomtune.registry._errors import RegistryError
 from anomtune.registry._names import validate_name, validate_tag
 from anomtune.registry._registry import ModelVersion, Registry, graph_metadata
@@ -37,8 +38,7 @@ def check_model_bytes(data: bytes, source: str) -> dict:
         model = onnx.load_from_string(data)
         onnx.checker.check_model(model, full_check=True)
     except Exception as exc:  # onnx raises several exception types
-        first = (str(exc).strip() or type(exc).__name__).splitlines()[0]
-        raise RegistryError(f"{source}: not a valid ONNX model: {first}") from exc
+        raise RegistryError(f"{source}: not a valid ONNX model: {first_line(exc)}") from exc
     metadata = graph_metadata(data, source)
     if metadata.get("format") != FORMAT:
         raise RegistryError(

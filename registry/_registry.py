@@ -48,6 +48,7 @@ import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy import exc as sa_exc
 
+from anomtune.errors import first_line as _first_line
 from anomtune.registry import _schema as S
 from anomtune.registry import _store
 from anomtune.registry._errors import (
@@ -222,10 +223,6 @@ def _who() -> str:
 
 def _dumps(value: object) -> str:
     return json.dumps(value, sort_keys=True, default=str)
-
-
-def _first_line(exc: BaseException) -> str:
-    return (str(exc).strip() or type(exc).__name__).splitlines()[0]
 
 
 def _pause(point: str) -> None:

@@ -363,7 +363,7 @@ CASES = [
     Case(
         "opt-unknown-sampler",
         tune("--sampler", "annealing"),
-        r"Invalid value for '--sampler': 'annealing' is not one of 'tpe'",
+        r"Invalid value for '--sampler': 'annealing' is not one of .*'tpe'",
     ),
     Case("opt-zero-workers", tune("--workers", "0"), r"--workers must be at least 1, not 0"),
     Case("opt-negative-timeout", tune("--timeout", "-5"), r"--timeout must be positive, not -5"),
