@@ -696,7 +696,7 @@ def test_bad_input_gives_one_line_exit_2_and_changes_nothing(env, case):
 def server(assets):
     from test_serve import running
 
-    from anomtune.serve import create_app
+    from anomtune.serving import create_app
 
     app = create_app(str(assets.onnx), max_body_bytes=4096, max_rows=20)
     with running(app) as url:

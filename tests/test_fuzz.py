@@ -45,7 +45,7 @@ def served(tmp_path_factory):
     from anomtune.data import table_from_frame
     from anomtune.export import export_model
     from anomtune.pipeline import fit_detector, prepare
-    from anomtune.serve import create_app
+    from anomtune.serving import create_app
 
     prepared = prepare(table_from_frame(mixed_frame(), label="y"), seed=0)
     detector = fit_detector(prepared, {"epochs": 2}, seed=0)

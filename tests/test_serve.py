@@ -23,7 +23,7 @@ import uvicorn
 from anomtune.cli import main
 from anomtune.errors import DataError
 from anomtune.scoring import load_scorer
-from anomtune.serve import ModelInfo, create_app
+from anomtune.serving import ModelInfo, create_app
 
 FEATURES = ["a", "b", "c", "d", "color", "size"]
 TOKEN = "s3cret-token"
@@ -219,6 +219,7 @@ BAD_REQUESTS = [
     ("not-utf8", b'{"inputs": ["\xff"]}', 400, "not UTF-8"),
     ("nan-token", b'{"inputs": [[NaN, 1, 1, 1, "red", "s"]]}', 400, "NaN, which is not JSON"),
     ("infinity-token", b'{"inputs": [[Infinity, 1, 1, 1, "a", "s"]]}', 400, "Infinity"),
+    ("minus-infinity", b'{"inputs": [[1, -Infinity, 1, 1, "a", "s"]]}', 400, "-Infinity"),
     ("not-an-object", [ROW], 400, "must be a JSON object"),
     ("no-format-key", {"rows": [ROW]}, 400, "unknown key 'rows'"),
     ("two-format-keys", {"inputs": [ROW], "instances": [ROW]}, 400, "exactly one of"),
@@ -240,8 +241,18 @@ BAD_REQUESTS = [
     ("empty-columns", {"inputs": {}}, 400, "no rows"),
     ("uneven-columns", {"inputs": {"a": [1, 2], "b": [1]}}, 400, "same length"),
     ("scalar-instances", {"instances": [1, 2]}, 400, "must be a list of rows"),
-    ("bad-params", {"inputs": [ROW], "params": {"limit": 3}}, 400, "unknown parameter 'limit'"),
+    ("bad-params", {"inputs": [ROW], "params": {"limit": 3}}, 400, "unknown key 'limit'"),
+    ("params-not-object", {"inputs": [ROW], "params": [1]}, 400, "params must be an object"),
     ("bad-explain", {"inputs": [ROW], "params": {"explain": "yes"}}, 400, "true or false"),
+    ("mixed-rows", {"instances": [{"a": 1}, ROW]}, 400, "row 2 is a list"),
+    (
+        "split-extra-key",
+        {"dataframe_split": {**split([ROW])["dataframe_split"], "x": 1}},
+        400,
+        "'x'",
+    ),
+    ("split-no-data", {"dataframe_split": {"columns": FEATURES}}, 400, "needs data"),
+    ("records-not-list", {"dataframe_records": {"a": 1}}, 400, "a list of objects"),
     ("bad-split", {"dataframe_split": [ROW]}, 400, "dataframe_split must be an object"),
     ("csv-bad-number", ("a,b,c,d,color,size\nx,1,1,1,red,s\n", "text/csv"), 400, "column 'a'"),
     ("csv-inf", ("a,b,c,d,color,size\ninf,1,1,1,red,s\n", "text/csv"), 400, "infinite"),
@@ -295,6 +306,51 @@ def test_body_size_and_row_limits(models):
         status, _, answer = call(url, "/invocations", split([ROW] * 100))
         assert (status, answer["error_code"]) == (413, "BODY_TOO_LARGE")
         assert "2000 bytes" in answer["message"]
+
+
+class RecordedSession:
+    """A served model's onnxruntime session, recording which thread runs each call.
+
+    With ``meet=2`` the first two calls wait for each other (a barrier) before they
+    run: a request then succeeds only if two slices are in flight at the same time.
+    """
+
+    def __init__(self, session, meet: int = 0):
+        self.session = session
+        self.threads: list[int] = []
+        self.lock = threading.Lock()
+        self.meet = threading.Barrier(meet, timeout=30) if meet else None
+
+    def run(self, outputs, feeds):
+        with self.lock:
+            self.threads.append(threading.get_ident())
+            k = len(self.threads)
+        if self.meet is not None and k <= self.meet.parties:
+            self.meet.wait()
+        return self.session.run(outputs, feeds)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_threads_score_the_slices_of_a_large_request_side_by_side(models, threads):
+    app = create_app(models[0], threads=threads, max_rows=20_000)
+    scorer = app.state.holder.current.scorer
+    n = 4 * scorer.slice_rows  # four slices: enough for the scorer to use its threads
+    rows = mixed_rows(n, seed=3)
+    recorded = RecordedSession(scorer.session, meet=2 if threads == 2 else 0)
+    scorer.session = recorded
+    body = json.dumps(split(jsonable(rows).values.tolist(), list(rows.columns))).encode()
+    with running(app) as url:
+        request = urllib.request.Request(
+            url + "/invocations", body, {"Content-Type": "application/json"}
+        )
+        with urllib.request.urlopen(request, timeout=60) as response:
+            answer = json.loads(response.read())
+    assert len(recorded.threads) == 4  # one session call per slice
+    # threads=2: the barrier was passed, so two slices ran at once, on two threads.
+    assert len(set(recorded.threads)) == threads
+    result = load_scorer(models[0]).score(rows)
+    np.testing.assert_allclose([p["score"] for p in answer["predictions"]], result.score, rtol=1e-6)
+    assert [p["is_anomaly"] for p in answer["predictions"]] == result.is_anomaly.tolist()
 
 
 def test_body_limit_holds_without_content_length(models):
@@ -493,7 +549,7 @@ def test_serving_path_imports_no_torch_optuna_or_sklearn(models):
         import json, socket, sys, threading, time, urllib.request
         import uvicorn
         import anomtune.cli
-        from anomtune.serve import create_app
+        from anomtune.serving import create_app
 
         app = create_app({str(models[0])!r})
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
@@ -605,8 +661,10 @@ def test_an_alias_promotion_in_a_real_registry_is_served_live(models, tmp_path):
         with Registry.open(where, files=files) as reg:
             reg.rollback("mixed", "champion", reason="back")
         status, _, answer = call(url, "/reload", b"", method="POST")
-        assert status == 200 and answer["changed"] is True
-        assert answer["model"]["version"] == 1
+        # The 0.2 s reload loop may have swapped version 1 back in first ("changed" is
+        # then false); either way POST /reload answers with the rolled-back version.
+        assert status == 200 and answer["model"]["version"] == 1
+        assert call(url, "/invocations", split([ROW]))[1]["X-Anomtune-Model-Version"] == "1"
 
 
 def test_concurrent_clients_get_the_scorers_answers(server, models):
