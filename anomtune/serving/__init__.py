@@ -6,10 +6,11 @@ uvicorn. The scoring endpoint speaks MLflow's scoring protocol:
 ``POST /invocations``
     ``application/json`` with exactly one of ``dataframe_split``,
     ``dataframe_records``, ``instances`` or ``inputs``, plus optional
-    ``params`` (``{"explain": true}``); or
+    ``params`` (``{"explain": true}``; other parameters are ignored); or
     ``text/csv`` with a header line (see :mod:`anomtune.serving.protocol`).
     Columns are matched by name, in any order; extra columns are ignored.
-    ``null`` or an empty CSV cell is a missing value, imputed inside the graph. The answer is
+    ``null``, a bare ``NaN`` (as MLflow's clients write it) or an empty CSV
+    cell is a missing value, imputed inside the graph. The answer is
     ``{"predictions": [{"score": s, "is_anomaly": b}, ...], "model": {"name",
     "version", "sha256"}}``; with ``?explain=true`` (or ``params.explain``)
     each prediction also carries ``feature_errors``, each column's share of the

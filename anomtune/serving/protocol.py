@@ -17,8 +17,15 @@ validates bodies against them with lax rows (:func:`request_forms`: any
 values, checked later by the conversion to graph inputs) and the OpenAPI
 document is generated from the same models with rows typed by the served
 model's columns (:func:`request_body`). ``params`` takes ``explain``
-(``true`` adds each column's share of the error). A ``text/csv`` body (with a
-header line) is read with pandas.
+(``true`` adds each column's share of the error); other parameters are
+ignored, as MLflow's server ignores parameters a model does not declare, so
+that an MLflow client sending its own parameters is still served.
+
+JSON has no NaN, but MLflow's clients write a bare ``NaN`` token for a
+missing value (``ScoringServerClient.invoke`` on any DataFrame with one), and
+MLflow's server reads it: so does this one, as a missing value. ``Infinity``
+is refused with a clear message. A ``text/csv`` body (with a header line) is
+read with pandas.
 """
 
 from __future__ import annotations
@@ -108,9 +115,9 @@ Columns = TypeVar("Columns")
 
 
 class Params(BaseModel):
-    """Options of one request."""
+    """Options of one request. Other parameters are ignored, as MLflow's server does."""
 
-    model_config = ConfigDict(extra="forbid", title="params")
+    model_config = ConfigDict(extra="ignore", title="params")
 
     explain: StrictBool = Field(
         False,
@@ -246,11 +253,16 @@ def request_forms(max_rows: int) -> dict[str, type[BaseModel]]:
 
 
 def _refuse_constant(token: str) -> float:
-    raise malformed(f"the body holds {token}, which is not JSON; send null for a missing value")
+    if token == "NaN":
+        return float("nan")
+    raise malformed(
+        f"the body holds {token}, which is not JSON and not a value this server scores; "
+        "send a finite number, or null (or NaN) for a missing value"
+    )
 
 
 def parse_json(body: bytes) -> Any:
-    """The JSON document of a body."""
+    """The JSON document of a body; a bare ``NaN`` token reads as a missing value."""
     if not body.strip():
         raise malformed('the body is empty; send a JSON object such as {"dataframe_split": ...}')
     try:
@@ -537,7 +549,8 @@ def request_body(
             f"Up to {max_rows} rows and {max_body} bytes. Columns are matched by name in "
             "any order and extra columns are ignored; rows given as lists follow the "
             f"model's column order (feature_names in /metadata: {', '.join(feature_names)}). "
-            "null or an empty CSV cell is a missing value, imputed by the model."
+            "null, NaN or an empty CSV cell is a missing value, imputed by the model. "
+            "params other than explain are ignored."
         ),
         "content": {
             "application/json": {
