@@ -42,6 +42,7 @@ import difflib
 import io
 import math
 import re
+import sys
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -597,8 +598,8 @@ def _python_number(value, decimal: str) -> float | None:
     if isinstance(value, (int, float, np.integer, np.floating)):
         try:
             return float(value)
-        except OverflowError:
-            return math.inf
+        except OverflowError:  # an integer beyond float64: too large, not infinite
+            return sys.float_info.max if value > 0 else -sys.float_info.max
     if isinstance(value, str):
         text = value.strip()
         if not text:
@@ -711,9 +712,19 @@ def category_text(value) -> str:
     return text
 
 
-def to_categories(values) -> np.ndarray:
-    """A raw column as category text (object array; ``""`` for missing)."""
+def to_categories(values, *, column: _Located | None = None) -> np.ndarray:
+    """A raw column as category text (object array; ``""`` for missing).
+
+    A list or an object (from JSON) is refused, naming ``column`` and its row.
+    """
     series = _as_series(values)
+    if column is not None and series.dtype == object:
+        for i, value in enumerate(series):
+            if isinstance(value, (list, dict, tuple)):
+                raise column.error(
+                    f"column {column.name!r} holds {_show(value)} at {column.at(i)}; "
+                    "categorical values are strings, numbers or booleans"
+                )
     if _is_text(series):
         out = series.str.strip()
         lowered = out.str.casefold()
@@ -1218,7 +1229,7 @@ class InputSpec:
             elif f.convert == "boolean":
                 out[f.name] = to_booleans(values, column=column)
             elif f.convert == "category":
-                out[f.name] = to_categories(values)
+                out[f.name] = to_categories(values, column=column)
             else:
                 if f.source not in stamps:
                     stamps[f.source] = to_timestamps(values, column=column)

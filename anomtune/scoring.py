@@ -25,6 +25,7 @@ __all__ = [
     "flag_rate_warning",
     "load_scorer",
     "open_model",
+    "read_model_file",
 ]
 
 # Large inputs run in slices of about SLICE_VALUES encoded values (rows times
@@ -236,18 +237,19 @@ def open_model(
     """A :class:`Scorer` for a model reference.
 
     ``ref`` is a path to an ``.onnx`` file, or a registry reference:
-    ``name@alias``, ``name/3`` or ``name`` (the latest version). The
+    ``name@alias``, ``name/3`` or ``name`` (the latest version); the
+    registry's :func:`~anomtune.registry.parse_ref` decides which. The
     registry is ``registry`` (a folder or database URL), else the
     ``ANOMTUNE_REGISTRY`` environment variable, else the workspace default;
     ``registry_files`` is its folder of model files when that is elsewhere.
     """
-    text = str(ref)
-    if text.lower().endswith(".onnx") or Path(text).is_file():
-        return load_scorer(text, threads=threads)
-    from anomtune.registry import resolve
+    from anomtune.registry import parse_ref, resolve
 
-    data, info = resolve(text, registry=registry, files=registry_files)
-    scorer = Scorer(data, threads=threads, source=text)
+    parsed = parse_ref(ref)
+    if parsed.is_file:
+        return load_scorer(parsed.path, threads=threads)
+    data, info = resolve(parsed, registry=registry, files=registry_files)
+    scorer = Scorer(data, threads=threads, source=str(ref).strip())
     scorer.info = info
     return scorer
 
@@ -256,13 +258,17 @@ def load_scorer(source: str | Path | bytes, *, threads: int = 1) -> Scorer:
     """A :class:`Scorer` for an ``.onnx`` file path or the model's bytes."""
     if isinstance(source, bytes):
         return Scorer(source, threads=threads)
-    path = Path(source)
+    return Scorer(read_model_file(source), threads=threads, source=str(source))
+
+
+def read_model_file(path: str | Path) -> bytes:
+    """The bytes of a model file; a missing or unreadable file is a :class:`DataError`."""
+    path = Path(path)
     try:
-        data = path.read_bytes()
+        return path.read_bytes()
     except FileNotFoundError as exc:
         raise DataError(f"{path}: no such model file") from exc
     except IsADirectoryError as exc:
         raise DataError(f"{path}: is a folder, not a model file") from exc
     except OSError as exc:
         raise DataError(f"{path}: cannot read: {exc.strerror}") from exc
-    return Scorer(data, threads=threads, source=str(path))

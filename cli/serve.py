@@ -26,7 +26,9 @@ __all__ = ["serve_command"]
     default=1,
     show_default=True,
     type=click.IntRange(min=1),
-    help="Threads that score the slices of a large request side by side.",
+    help="Threads that score the slices of a large request side by side: requests of "
+    "four slices or more (12,289 rows or more for models of up to 64 encoded features, "
+    "fewer for wider ones; see --max-rows).",
 )
 @click.option(
     "--token",
@@ -113,10 +115,10 @@ def serve_command(
     """
     import uvicorn
 
-    from anomtune.serve import create_app
+    from anomtune.serving import create_app
 
     # Model swaps and failed reloads are worth seeing without --debug.
-    logging.getLogger("anomtune.serve").setLevel(logging.INFO)
+    logging.getLogger("anomtune.serving").setLevel(logging.INFO)
 
     app = create_app(
         model,

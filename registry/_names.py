@@ -13,7 +13,9 @@ A reference names one model version:
 ``name@champion``   the version the alias points to
 ``path/model.onnx`` a model file outside the registry (any path ending in ``.onnx``)
 
-The MLflow spelling ``models:/name@champion`` is accepted too.
+The MLflow spelling ``models:/name@champion`` is accepted too. :func:`parse_ref`
+is the one place that decides what a reference means: scoring, serving and the
+registry commands all call it.
 """
 
 from __future__ import annotations
@@ -90,6 +92,12 @@ class ModelRef:
     def is_file(self) -> bool:
         return self.path is not None
 
+    @property
+    def moves(self) -> bool:
+        """Whether the reference can name another version later: a bare name (the newest
+        active version) or an alias. A version number or a file always names the same model."""
+        return self.path is None and self.version is None
+
     def __str__(self) -> str:
         if self.path is not None:
             return str(self.path)
@@ -111,6 +119,17 @@ def parse_ref(ref: str | ModelRef) -> ModelRef:
         raise InvalidNameError(f"empty model reference (use {_REF_FORMS})")
     if text.lower().endswith(".onnx"):
         return ModelRef(path=Path(text))
+    try:
+        return _parse_registry_ref(text)
+    except InvalidNameError as exc:
+        if Path(text).is_file():
+            raise InvalidNameError(
+                f"{exc}; {text!r} is a file, and a model file's name ends in .onnx"
+            ) from None
+        raise
+
+
+def _parse_registry_ref(text: str) -> ModelRef:
     if text.startswith("models:/"):
         text = text[len("models:/") :]
     if "@" in text:

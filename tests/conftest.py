@@ -3,7 +3,11 @@ tests that need a server."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import socket
+import threading
+import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -185,3 +189,30 @@ def run_cli(args: list[str], capsys) -> tuple[int, str, str]:
         main(args)
     out, err = capsys.readouterr()
     return exc.value.code, out, err
+
+
+# -- a real HTTP server ----------------------------------------------------------
+
+
+@contextlib.contextmanager
+def running(app):
+    """Serve ``app`` with uvicorn on 127.0.0.1 (a free port) in a thread; yield its URL."""
+    # IPPROTO_TCP so that asyncio sets TCP_NODELAY on the accepted connections.
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    import uvicorn
+
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "server did not start"
+        time.sleep(0.01)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(10)
+        sock.close()

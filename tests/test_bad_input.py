@@ -724,7 +724,7 @@ def test_bad_input_gives_one_line_exit_2_and_changes_nothing(env, case):
 def server(assets):
     from test_serve import running
 
-    from anomtune.serve import create_app
+    from anomtune.serving import create_app
 
     app = create_app(str(assets.onnx), max_body_bytes=4096, max_rows=20)
     with running(app) as url:
@@ -758,7 +758,7 @@ HTTP_CASES = [
     ),
     Request("missing-column", split([ROW[:3]], FEATURES[:3]), 400, r"feature column 'f3'"),
     Request("non-numeric", split([ROW, ["abc", 1, 2, 3]]), 400, r"column 'f0' .*row 2"),
-    Request("nan-token", b'{"inputs": [[NaN, 1, 2, 3]]}', 400, r"NaN, which is not JSON"),
+    Request("infinity-token", b'{"inputs": [[Infinity, 1, 2, 3]]}', 400, r"Infinity"),
     Request("infinity-string", split([[1, "inf", 2, 3]]), 400, r"column 'f1' .*infinite"),
     Request("float32-overflow", split([[1, 2, 1e39, 3]]), 400, r"column 'f2' .*too large"),
     Request("empty-batch", split([]), 400, r"no rows"),

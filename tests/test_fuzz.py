@@ -45,13 +45,13 @@ def served(tmp_path_factory):
     from anomtune.data import table_from_frame
     from anomtune.export import export_model
     from anomtune.pipeline import fit_detector, prepare
-    from anomtune.serve import create_app
+    from anomtune.serving import create_app
 
     prepared = prepare(table_from_frame(mixed_frame(), label="y"), seed=0)
     detector = fit_detector(prepared, {"epochs": 2}, seed=0)
     val = prepared.table.features.iloc[prepared.split.val]
     folder = tmp_path_factory.mktemp("fuzz")
-    export_model(detector, prepared.preprocessor, val, folder / "mixed.onnx")
+    export_model(prepared.model(detector), val, folder / "mixed.onnx")
     # Small limits, so that generated bodies reach them too.
     app = create_app(folder / "mixed.onnx", token=TOKEN, max_rows=50, max_body_bytes=32_768)
     with running(app) as url:

@@ -13,11 +13,13 @@ give the same scores for the same rows.
 from __future__ import annotations
 
 import json
+import urllib.request
 
 import numpy as np
 import pandas as pd
 import pytest
 from click.testing import CliRunner
+from conftest import running
 from messy_tables import read_back, sensors, transactions, write_variants
 
 import anomtune
@@ -90,3 +92,49 @@ def test_load_score_on_a_users_own_dataframe_matches_the_command(tuned, variant,
     result = anomtune.load(str(tuned["onnx"])).score(frame)
     np.testing.assert_allclose(result.score, reference["score"], rtol=1e-6, atol=0)
     np.testing.assert_array_equal(result.is_anomaly.astype(int), reference["is_anomaly"])
+
+
+def post(url: str, body: bytes, content_type: str) -> list[dict]:
+    request = urllib.request.Request(
+        url + "/invocations", data=body, headers={"Content-Type": content_type}
+    )
+    with urllib.request.urlopen(request, timeout=60) as response:
+        return json.loads(response.read())["predictions"]
+
+
+def test_serve_gives_the_same_scores_as_the_command_for_every_request_form(tuned, tmp_path):
+    from anomtune.serving import create_app
+
+    reference = cli_scores(tuned, "plain", tmp_path)
+    frame = read_back(tuned["variants"]["plain"]).drop(columns=[tuned["label"]])
+    # JSON as a client writes it from the user's frame: NaN as null, booleans as JSON.
+    records = json.loads(frame.to_json(orient="records"))
+    split = json.loads(frame.to_json(orient="split", index=False))
+    csv_body = tuned["variants"]["plain"]["path"].read_bytes()
+    with running(create_app(str(tuned["onnx"]))) as url:
+        answers = {
+            "records": post(
+                url, json.dumps({"dataframe_records": records}).encode(), "application/json"
+            ),
+            "split": post(url, json.dumps({"dataframe_split": split}).encode(), "application/json"),
+            "csv": post(url, csv_body, "text/csv"),
+        }
+    for form, predictions in answers.items():
+        scores = np.array([p["score"] for p in predictions])
+        np.testing.assert_allclose(scores, reference["score"], rtol=1e-6, err_msg=form)
+        flags = [int(p["is_anomaly"]) for p in predictions]
+        assert flags == reference["is_anomaly"].tolist(), form
+
+
+def test_serve_reads_json_booleans_and_their_text_the_same(tuned):
+    from anomtune.serving import create_app
+
+    frame = read_back(tuned["variants"]["plain"]).drop(columns=[tuned["label"]]).head(5)
+    if "card_present" not in frame:
+        pytest.skip("the table has no boolean column")
+    records = json.loads(frame.to_json(orient="records"))
+    as_text = [{**r, "card_present": str(r["card_present"])} for r in records]
+    with running(create_app(str(tuned["onnx"]))) as url:
+        first = post(url, json.dumps({"dataframe_records": records}).encode(), "application/json")
+        second = post(url, json.dumps({"dataframe_records": as_text}).encode(), "application/json")
+    assert [p["score"] for p in first] == [p["score"] for p in second]

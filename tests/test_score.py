@@ -45,7 +45,7 @@ def model_path(tmp_path_factory):
     prepared = prepare(table, seed=0)
     detector = fit_detector(prepared, {"epochs": 5}, seed=0)
     path = folder / "m.onnx"
-    export_model(detector, prepared.preprocessor, table.features.iloc[prepared.split.val], path)
+    export_model(prepared.model(detector), table.features.iloc[prepared.split.val], path)
     return path
 
 

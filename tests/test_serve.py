@@ -18,12 +18,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import uvicorn
+from conftest import running
 
 from anomtune.cli import main
 from anomtune.errors import DataError
 from anomtune.scoring import load_scorer
-from anomtune.serve import ModelInfo, create_app
+from anomtune.serving import ModelInfo, create_app
 
 FEATURES = ["a", "b", "c", "d", "color", "size"]
 TOKEN = "s3cret-token"
@@ -61,33 +61,11 @@ def models(tmp_path_factory):
     detector = fit_detector(prepared, {"epochs": 3}, seed=0)
     val = prepared.table.features.iloc[prepared.split.val]
     first = folder / "mixed.onnx"
-    export_model(detector, prepared.preprocessor, val, first)
+    export_model(prepared.model(detector), val, first)
     detector.threshold_ = 0.0
     second = folder / "mixed-v2.onnx"
-    export_model(detector, prepared.preprocessor, val, second)
+    export_model(prepared.model(detector), val, second)
     return first, second
-
-
-@contextlib.contextmanager
-def running(app):
-    """Serve ``app`` with uvicorn on 127.0.0.1 (a free port) in a thread; yield its URL."""
-    # IPPROTO_TCP so that asyncio sets TCP_NODELAY on the accepted connections.
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "server did not start"
-        time.sleep(0.01)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(10)
-        sock.close()
 
 
 def call(url, path, body=None, *, method=None, content_type="application/json", headers=()):
@@ -208,6 +186,86 @@ def test_missing_values_are_imputed_unless_refused(models, server):
         assert call(strict, "/invocations", {"dataframe_records": [full]})[0] == 200
 
 
+# Bodies exactly as MLflow 3.17.2 (pandas 3.1.1, NumPy 2.4.6) writes them for the rows of
+# MLFLOW_ROWS: a missing value is a bare NaN token, which MLflow's own server reads.
+MLFLOW_BODIES = {
+    # mlflow.pyfunc.scoring_server.client.ScoringServerClient.invoke(frame)
+    "client-invoke-dataframe": (
+        b'{"dataframe_split": {"index": [0, 1], "columns": ["a", "b", "c", "d", "color", "size"],'
+        b' "data": [[0.1, 0.2, 1.0, 0.0, "red", "s"], [NaN, 0.3, 2.0, 1.0, NaN, NaN]]}}'
+    ),
+    # mlflow.models.convert_input_example_to_serving_input(frame)
+    "serving-input-example": (
+        b'{\n  "dataframe_split": {\n    "columns": [\n      "a",\n      "b",\n      "c",\n'
+        b'      "d",\n      "color",\n      "size"\n    ],\n    "data": [\n      [\n'
+        b'        0.1,\n        0.2,\n        1.0,\n        0.0,\n        "red",\n'
+        b'        "s"\n      ],\n      [\n        NaN,\n        0.3,\n        2.0,\n'
+        b"        1.0,\n        NaN,\n        NaN\n      ]\n    ]\n  }\n}"
+    ),
+    # MLflow's recipe for records: json.dumps({"dataframe_records": frame.to_dict("records")})
+    "dataframe-records": (
+        b'{"dataframe_records": [{"a": 0.1, "b": 0.2, "c": 1.0, "d": 0.0, "color": "red", '
+        b'"size": "s"}, {"a": NaN, "b": 0.3, "c": 2.0, "d": 1.0, "color": NaN, "size": NaN}]}'
+    ),
+    # ScoringServerClient.invoke(frame.to_numpy()): NumPy rows as inputs
+    "client-invoke-numpy": (
+        b'{"inputs": [[0.1, 0.2, 1.0, 0.0, "red", "s"], [NaN, 0.3, 2.0, 1.0, NaN, NaN]]}'
+    ),
+    # convert_input_example_to_serving_input({column: frame[column].to_numpy()})
+    "serving-input-columns": (
+        b'{\n  "inputs": {\n    "a": [\n      0.1,\n      null\n    ],\n    "b": [\n'
+        b'      0.2,\n      0.3\n    ],\n    "c": [\n      1.0,\n      2.0\n    ],\n'
+        b'    "d": [\n      0.0,\n      1.0\n    ],\n    "color": [\n      "red",\n'
+        b'      NaN\n    ],\n    "size": [\n      "s",\n      NaN\n    ]\n  }\n}'
+    ),
+}
+MLFLOW_ROWS = pd.DataFrame(
+    {
+        "a": [0.1, np.nan],
+        "b": [0.2, 0.3],
+        "c": [1.0, 2.0],
+        "d": [0.0, 1.0],
+        "color": ["red", None],
+        "size": ["s", None],
+    }
+)
+
+
+@pytest.mark.parametrize("form", list(MLFLOW_BODIES))
+def test_mlflow_bodies_with_bare_nan_are_scored_as_missing_values(server, models, form):
+    status, _, answer = call(server, "/invocations", MLFLOW_BODIES[form])
+    assert status == 200, answer
+    result = load_scorer(models[0]).score(MLFLOW_ROWS)
+    scores = [p["score"] for p in answer["predictions"]]
+    np.testing.assert_allclose(scores, result.score, rtol=1e-6)
+    assert [p["is_anomaly"] for p in answer["predictions"]] == result.is_anomaly.tolist()
+
+
+def test_a_bare_nan_is_refused_as_missing_when_missing_values_are(models):
+    with running(create_app(models[0], reject_missing=True)) as strict:
+        status, _, answer = call(strict, "/invocations", MLFLOW_BODIES["client-invoke-dataframe"])
+        assert status == 400
+        assert answer["message"] == (
+            "column 'a' has a missing value at row 2, and this server refuses missing values"
+        )
+
+
+def test_params_other_than_explain_are_ignored_as_mlflow_does(server, expected):
+    rows, result = expected
+    body = payloads(rows)["dataframe_split"]
+    # ScoringServerClient.invoke(frame, params={"explain": True, "temperature": 0.5})
+    mlflow_body = MLFLOW_BODIES["client-invoke-dataframe"][:-1] + (
+        b', "params": {"explain": true, "temperature": 0.5}}'
+    )
+    status, _, answer = call(server, "/invocations", mlflow_body)
+    assert status == 200, answer
+    assert list(answer["predictions"][0]["feature_errors"]) == FEATURES
+    status, _, answer = call(server, "/invocations", {**body, "params": {"limit": 3}})
+    assert status == 200, answer
+    assert "feature_errors" not in answer["predictions"][0]
+    np.testing.assert_allclose([p["score"] for p in answer["predictions"]], result.score, rtol=1e-6)
+
+
 def split(data, columns=FEATURES):
     return {"dataframe_split": {"columns": columns, "data": data}}
 
@@ -217,8 +275,8 @@ BAD_REQUESTS = [
     ("malformed-json", b'{"dataframe_split": ', 400, "malformed JSON at line 1"),
     ("empty-body", b"", 400, "the body is empty"),
     ("not-utf8", b'{"inputs": ["\xff"]}', 400, "not UTF-8"),
-    ("nan-token", b'{"inputs": [[NaN, 1, 1, 1, "red", "s"]]}', 400, "NaN, which is not JSON"),
     ("infinity-token", b'{"inputs": [[Infinity, 1, 1, 1, "a", "s"]]}', 400, "Infinity"),
+    ("minus-infinity", b'{"inputs": [[1, -Infinity, 1, 1, "a", "s"]]}', 400, "-Infinity"),
     ("not-an-object", [ROW], 400, "must be a JSON object"),
     ("no-format-key", {"rows": [ROW]}, 400, "unknown key 'rows'"),
     ("two-format-keys", {"inputs": [ROW], "instances": [ROW]}, 400, "exactly one of"),
@@ -227,11 +285,21 @@ BAD_REQUESTS = [
     ("short-row", split([ROW[:4]]), 400, "row 1 of dataframe_split holds 4 values"),
     ("ragged-lists", {"instances": [ROW, ROW[:3]]}, 400, "row 2 of instances holds 3 values"),
     ("duplicate-column", split([[*ROW, 1]], [*FEATURES, "a"]), 400, "names column 'a' twice"),
-    ("text-in-number", split([["abc", *ROW[1:]]]), 400, "column 'a' is numeric but row 1"),
-    ("list-in-number", split([ROW, [[1], *ROW[1:]]]), 400, "row 2 holds a list"),
+    (
+        "text-in-number",
+        split([["abc", *ROW[1:]]]),
+        400,
+        "column 'a' is numeric but has the non-numeric value 'abc' at row 1",
+    ),
+    ("list-in-number", split([ROW, [[1], *ROW[1:]]]), 400, "non-numeric value a list at row 2"),
     ("object-in-category", split([[*ROW[:4], {"x": 1}, "s"]]), 400, "categorical values"),
     ("infinite-string", split([["inf", *ROW[1:]]]), 400, "infinite value at row 1"),
-    ("huge-integer", split([ROW, [10**400, *ROW[1:]]]), 400, "too large for float32 at row 2"),
+    (
+        "huge-integer",
+        split([ROW, [10**400, *ROW[1:]]]),
+        400,
+        "too large for float32 (1.8e+308) at row 2",
+    ),
     ("float32-overflow", split([[*ROW[:3], 1e39, *ROW[4:]]]), 400, "column 'd' has a value too"),
     ("json-overflow", b'{"inputs": [[1e999, 1, 1, 1, "a", "s"]]}', 400, "infinite value"),
     ("too-many-digits", b'{"inputs": [[' + b"9" * 5000 + b"]]}", 400, "malformed JSON"),
@@ -240,8 +308,17 @@ BAD_REQUESTS = [
     ("empty-columns", {"inputs": {}}, 400, "no rows"),
     ("uneven-columns", {"inputs": {"a": [1, 2], "b": [1]}}, 400, "same length"),
     ("scalar-instances", {"instances": [1, 2]}, 400, "must be a list of rows"),
-    ("bad-params", {"inputs": [ROW], "params": {"limit": 3}}, 400, "unknown parameter 'limit'"),
+    ("params-not-object", {"inputs": [ROW], "params": [1]}, 400, "params must be an object"),
     ("bad-explain", {"inputs": [ROW], "params": {"explain": "yes"}}, 400, "true or false"),
+    ("mixed-rows", {"instances": [{"a": 1}, ROW]}, 400, "row 2 is a list"),
+    (
+        "split-extra-key",
+        {"dataframe_split": {**split([ROW])["dataframe_split"], "x": 1}},
+        400,
+        "'x'",
+    ),
+    ("split-no-data", {"dataframe_split": {"columns": FEATURES}}, 400, "needs data"),
+    ("records-not-list", {"dataframe_records": {"a": 1}}, 400, "a list of objects"),
     ("bad-split", {"dataframe_split": [ROW]}, 400, "dataframe_split must be an object"),
     ("csv-bad-number", ("a,b,c,d,color,size\nx,1,1,1,red,s\n", "text/csv"), 400, "column 'a'"),
     ("csv-inf", ("a,b,c,d,color,size\ninf,1,1,1,red,s\n", "text/csv"), 400, "infinite"),
@@ -295,6 +372,51 @@ def test_body_size_and_row_limits(models):
         status, _, answer = call(url, "/invocations", split([ROW] * 100))
         assert (status, answer["error_code"]) == (413, "BODY_TOO_LARGE")
         assert "2000 bytes" in answer["message"]
+
+
+class RecordedSession:
+    """A served model's onnxruntime session, recording which thread runs each call.
+
+    With ``meet=2`` the first two calls wait for each other (a barrier) before they
+    run: a request then succeeds only if two slices are in flight at the same time.
+    """
+
+    def __init__(self, session, meet: int = 0):
+        self.session = session
+        self.threads: list[int] = []
+        self.lock = threading.Lock()
+        self.meet = threading.Barrier(meet, timeout=30) if meet else None
+
+    def run(self, outputs, feeds):
+        with self.lock:
+            self.threads.append(threading.get_ident())
+            k = len(self.threads)
+        if self.meet is not None and k <= self.meet.parties:
+            self.meet.wait()
+        return self.session.run(outputs, feeds)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_threads_score_the_slices_of_a_large_request_side_by_side(models, threads):
+    app = create_app(models[0], threads=threads, max_rows=20_000)
+    scorer = app.state.holder.current.scorer
+    n = 4 * scorer.slice_rows  # four slices: enough for the scorer to use its threads
+    rows = mixed_rows(n, seed=3)
+    recorded = RecordedSession(scorer.session, meet=2 if threads == 2 else 0)
+    scorer.session = recorded
+    body = json.dumps(split(jsonable(rows).values.tolist(), list(rows.columns))).encode()
+    with running(app) as url:
+        request = urllib.request.Request(
+            url + "/invocations", body, {"Content-Type": "application/json"}
+        )
+        with urllib.request.urlopen(request, timeout=60) as response:
+            answer = json.loads(response.read())
+    assert len(recorded.threads) == 4  # one session call per slice
+    # threads=2: the barrier was passed, so two slices ran at once, on two threads.
+    assert len(set(recorded.threads)) == threads
+    result = load_scorer(models[0]).score(rows)
+    np.testing.assert_allclose([p["score"] for p in answer["predictions"]], result.score, rtol=1e-6)
+    assert [p["is_anomaly"] for p in answer["predictions"]] == result.is_anomaly.tolist()
 
 
 def test_body_limit_holds_without_content_length(models):
@@ -493,7 +615,7 @@ def test_serving_path_imports_no_torch_optuna_or_sklearn(models):
         import json, socket, sys, threading, time, urllib.request
         import uvicorn
         import anomtune.cli
-        from anomtune.serve import create_app
+        from anomtune.serving import create_app
 
         app = create_app({str(models[0])!r})
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
@@ -605,8 +727,10 @@ def test_an_alias_promotion_in_a_real_registry_is_served_live(models, tmp_path):
         with Registry.open(where, files=files) as reg:
             reg.rollback("mixed", "champion", reason="back")
         status, _, answer = call(url, "/reload", b"", method="POST")
-        assert status == 200 and answer["changed"] is True
-        assert answer["model"]["version"] == 1
+        # The 0.2 s reload loop may have swapped version 1 back in first ("changed" is
+        # then false); either way POST /reload answers with the rolled-back version.
+        assert status == 200 and answer["model"]["version"] == 1
+        assert call(url, "/invocations", split([ROW]))[1]["X-Anomtune-Model-Version"] == "1"
 
 
 def test_concurrent_clients_get_the_scorers_answers(server, models):
