@@ -370,9 +370,13 @@ def run_epochs(
                 total += value * (stop - start)
             if finite:
                 # Batch-norm running statistics can overflow while the weights stay finite.
-                finite = stepper.all_finite() and all(
-                    bool(torch.isfinite(b).all()) for b in net.buffers() if b.is_floating_point()
-                )
+                # (Without no_grad, isfinite on a parameter records a graph for autograd.)
+                with torch.no_grad():
+                    finite = stepper.all_finite() and all(
+                        bool(torch.isfinite(b).all())
+                        for b in net.buffers()
+                        if b.is_floating_point()
+                    )
             if not finite:
                 net.load_state_dict(last_good)
                 result.status = DIVERGED
