@@ -21,16 +21,21 @@ with autograd.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
+from anomtune.errors import ConfigError
 from anomtune.models.autoencoder import MLPAutoencoder
 from anomtune.models.blocks import Dropout, dropout_noise
 
-__all__ = ["ManualBackprop"]
+__all__ = ["TRAINING_ENV", "TRAINING_PATHS", "ManualBackprop", "for_training", "training_path"]
+
+TRAINING_ENV = "ANOMTUNE_TRAINING"
+TRAINING_PATHS = ("handwritten", "autograd")
 
 _aten = torch.ops.aten
 _ACTIVATIONS = (nn.ReLU, nn.LeakyReLU, nn.ELU, nn.GELU, nn.Tanh, nn.Sigmoid)
@@ -112,6 +117,33 @@ def _layers(sequential: nn.Sequential) -> list[_Layer] | None:
             return None
         layers.append(_Layer(linear, norm, activation, dropout))
     return layers
+
+
+def training_path() -> str:
+    """The path ``ANOMTUNE_TRAINING`` selects: ``handwritten`` (the default) or ``autograd``.
+
+    Read at each fit, so a process can change it between fits.
+    """
+    value = os.environ.get(TRAINING_ENV, "").strip().lower() or TRAINING_PATHS[0]
+    if value not in TRAINING_PATHS:
+        raise ConfigError(
+            f"{TRAINING_ENV} must be one of {', '.join(TRAINING_PATHS)} (or unset), "
+            f"not {os.environ[TRAINING_ENV]!r}"
+        )
+    return value
+
+
+def for_training(
+    net: nn.Module, *, output_activation: str, l1_weight: float = 0.0
+) -> ManualBackprop | None:
+    """The hand-written step that trains ``net``, or None for autograd.
+
+    None when ``ANOMTUNE_TRAINING=autograd`` or when the step does not cover
+    the network or loss.
+    """
+    if training_path() == "autograd":
+        return None
+    return ManualBackprop.for_network(net, output_activation=output_activation, l1_weight=l1_weight)
 
 
 class ManualBackprop:
