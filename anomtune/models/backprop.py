@@ -1,4 +1,19 @@
-"""The training step of an MLP autoencoder written out by hand.
+"""The training step of an MLP autoencoder written out by hand, and the switch to autograd.
+
+This is the one module where anomtune calls torch's internal operators: the
+aten kernels behind the modules and their backward kernels
+(``torch.ops.aten.native_batch_norm``, ``native_batch_norm_backward``,
+``threshold_backward`` and the like), some by position, whose signatures
+torch does not promise to keep. It stays because it pays: with autograd
+instead, an epoch of the default detector takes 1.3x to 1.7x as long
+(geometric means 1.47x to 1.54x over four ADBench data sets with Adam and
+AdamW, one thread; ``benchmarks/training.py --part paths``, tables in
+benchmarks/README.md).
+
+``ANOMTUNE_TRAINING=autograd`` trains every variant with autograd instead
+(``handwritten``, also what an unset or empty variable means, uses this step
+where it covers the network): the way out should a torch release change one
+of these kernels. ``make test`` runs the detector tests on both paths.
 
 With the small networks of tabular anomaly detection, a training step is
 dozens of tiny tensor operations, and autograd's bookkeeping (recording the
@@ -222,6 +237,8 @@ class ManualBackprop:
         record.norm = (h, mean, invstd)
         return out
 
+    # Kept because it earns its place: autograd in its stead makes an epoch of the
+    # default detector 1.3x to 1.7x as long (module docstring, benchmarks/README.md).
     def backward(self, diff: torch.Tensor, code: torch.Tensor | None, saved: list[_Saved]) -> None:
         with torch.no_grad():
             grad = diff.mul(2.0 / diff.numel())
