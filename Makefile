@@ -33,6 +33,8 @@ test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest -n 2 -q
+	@# The detector and training tests again on the autograd path (no hand-written step).
+	ANOMTUNE_TRAINING=autograd $(BIN)/python -m pytest -n 2 -q tests/test_detector.py tests/test_training.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

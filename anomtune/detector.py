@@ -24,6 +24,7 @@ from anomtune.models import (
     MLPAutoencoder,
     ReconstructionScorer,
     VariationalAutoencoder,
+    backprop,
 )
 from anomtune.preprocess import SCALERS, Scaler
 from anomtune.training import OPTIMIZERS, make_optimizer, run_epochs
@@ -302,6 +303,7 @@ class AutoencoderDetector(OutlierMixin, BaseEstimator):
                 "output_activation='sigmoid' reconstructs values in [0, 1]; "
                 "it needs scaler='minmax'"
             )
+        backprop.training_path()  # an unknown ANOMTUNE_TRAINING is refused before fitting
 
     def _architecture(self, n_features: int) -> tuple[tuple[int, ...], int]:
         if self.hidden_sizes is not None:
@@ -456,14 +458,15 @@ class AutoencoderDetector(OutlierMixin, BaseEstimator):
         return MLPAutoencoder(n_features, hidden, latent, **common)
 
     def _manual_backprop(self, net) -> ManualBackprop | None:
-        """The hand-written training step, for the networks and losses it covers."""
+        """The hand-written training step, for the networks and losses it covers,
+        unless ``ANOMTUNE_TRAINING=autograd``."""
         if self.variant in ("ae", "denoising"):
             l1_weight = 0.0
         elif self.variant == "sparse" and self.sparsity == "l1":
             l1_weight = float(self.sparsity_weight)
         else:
             return None
-        return ManualBackprop.for_network(
+        return backprop.for_training(
             net, output_activation=self.output_activation, l1_weight=l1_weight
         )
 

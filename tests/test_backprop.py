@@ -1,4 +1,4 @@
-"""The hand-written training step against autograd."""
+"""The hand-written training step against autograd, and the switch between them."""
 
 from __future__ import annotations
 
@@ -10,7 +10,9 @@ import torch
 
 from anomtune import losses
 from anomtune.detector import AutoencoderDetector
+from anomtune.errors import ConfigError
 from anomtune.models import ManualBackprop, MLPAutoencoder, VariationalAutoencoder
+from anomtune.models.backprop import TRAINING_ENV, training_path
 
 CASES = list(
     itertools.product(
@@ -92,7 +94,8 @@ def test_gradients_are_written_into_existing_buffers():
         assert torch.equal(pb.grad, pc.grad), name
 
 
-def test_not_used_where_it_does_not_apply():
+def test_not_used_where_it_does_not_apply(monkeypatch):
+    monkeypatch.delenv(TRAINING_ENV, raising=False)
     net = MLPAutoencoder(5, [8], 3, activation="relu")
     assert ManualBackprop.for_network(net, output_activation="sigmoid") is None
     vae = VariationalAutoencoder(5, [8], 3, activation="relu")
@@ -124,12 +127,59 @@ def test_not_used_where_it_does_not_apply():
 )
 def test_fit_matches_the_autograd_fit(params, monkeypatch):
     X = np.random.default_rng(0).normal(size=(300, 9)).astype(np.float32)
+    monkeypatch.setenv(TRAINING_ENV, "handwritten")
     fast = AutoencoderDetector(epochs=4, random_state=3, **params).fit(X)
-    monkeypatch.setattr(AutoencoderDetector, "_manual_backprop", lambda self, net: None)
+    monkeypatch.setenv(TRAINING_ENV, "autograd")
     slow = AutoencoderDetector(epochs=4, random_state=3, **params).fit(X)
     np.testing.assert_allclose(fast.score_samples(X), slow.score_samples(X), rtol=1e-5)
     assert fast.n_epochs_ == slow.n_epochs_
     np.testing.assert_allclose(fast.loss_curve_, slow.loss_curve_, rtol=1e-5)
+
+
+def _fit_counting_saved_tensors(X) -> tuple[AutoencoderDetector, int]:
+    """A fit, and how many tensors autograd saved for a backward pass during it."""
+    saved = []
+
+    def pack(tensor):
+        saved.append(tensor.shape)
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        det = AutoencoderDetector(epochs=2, width=8, random_state=0).fit(X)
+    return det, len(saved)
+
+
+def test_the_switch_selects_the_training_path(monkeypatch):
+    X = np.random.default_rng(0).normal(size=(40, 5)).astype(np.float32)
+    net = MLPAutoencoder(5, [8], 3, activation="relu")
+    for value in (None, "", "handwritten", " Handwritten "):
+        if value is None:
+            monkeypatch.delenv(TRAINING_ENV, raising=False)
+        else:
+            monkeypatch.setenv(TRAINING_ENV, value)
+        assert training_path() == "handwritten"
+        assert type(AutoencoderDetector()._manual_backprop(net)) is ManualBackprop
+    # The hand-written step runs its forward pass without autograd: nothing is
+    # recorded for a backward pass during the whole fit.
+    fast, recorded = _fit_counting_saved_tensors(X)
+    assert recorded == 0
+
+    monkeypatch.setenv(TRAINING_ENV, "autograd")
+    assert training_path() == "autograd"
+    assert AutoencoderDetector()._manual_backprop(net) is None
+    slow, recorded = _fit_counting_saved_tensors(X)
+    assert recorded > 0
+    np.testing.assert_allclose(fast.score_samples(X), slow.score_samples(X), rtol=1e-5)
+
+
+@pytest.mark.parametrize("variant", ["ae", "vae"])
+def test_an_unknown_training_path_is_refused_before_fitting(variant, monkeypatch):
+    monkeypatch.setenv(TRAINING_ENV, "fast")
+    X = np.zeros((10, 3), dtype=np.float32)
+    det = AutoencoderDetector(variant=variant, epochs=1)
+    with pytest.raises(ConfigError, match="ANOMTUNE_TRAINING must be one of handwritten, autograd"):
+        det.fit(X)
+    assert not hasattr(det, "module_")
 
 
 def test_dropout_keeps_the_right_share_and_scale():

@@ -66,3 +66,23 @@ def test_flat_steps_match_the_optimizer(name, weight_decay, momentum):
             torch.testing.assert_close(
                 opt.state[a]["exp_avg_sq"], ref_opt.state[b]["exp_avg_sq"], rtol=1e-4, atol=1e-9
             )
+
+
+@pytest.mark.parametrize(("name", "kernel"), [("adam", "_fused_adam_"), ("adamw", "_fused_adamw_")])
+def test_adam_steps_the_flat_buffer_with_one_fused_call(name, kernel):
+    net = _net()
+    X = torch.randn(40, 6, generator=torch.Generator().manual_seed(1))
+    opt = make_optimizer(name, net.parameters(), lr=1e-2, weight_decay=1e-3, momentum=0.0)
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        run_epochs(
+            net,
+            X,
+            lambda xb: ((net(xb) - xb) ** 2).mean(),
+            optimizer=opt,
+            epochs=2,
+            batch_size=16,
+            generator=torch.Generator().manual_seed(2),
+        )
+    calls = [e.name for e in prof.events()]
+    # 3 batches (16, 16, 8) in each of 2 epochs: one call of the fused kernel per step.
+    assert calls.count(f"aten::{kernel}") == 6

@@ -1,4 +1,19 @@
-"""The training step of an MLP autoencoder written out by hand.
+"""The training step of an MLP autoencoder written out by hand, and the switch to autograd.
+
+This is the one module where anomtune calls torch's internal operators: the
+aten kernels behind the modules and their backward kernels
+(``torch.ops.aten.native_batch_norm``, ``native_batch_norm_backward``,
+``threshold_backward`` and the like), some by position, whose signatures
+torch does not promise to keep. It stays because it pays: with autograd
+instead, an epoch of the default detector takes 1.3x to 1.7x as long
+(geometric means 1.47x to 1.54x over four ADBench data sets with Adam and
+AdamW, one thread; ``benchmarks/training.py --part paths``, tables in
+benchmarks/README.md).
+
+``ANOMTUNE_TRAINING=autograd`` trains every variant with autograd instead
+(``handwritten``, also what an unset or empty variable means, uses this step
+where it covers the network): the way out should a torch release change one
+of these kernels. ``make test`` runs the detector tests on both paths.
 
 With the small networks of tabular anomaly detection, a training step is
 dozens of tiny tensor operations, and autograd's bookkeeping (recording the
@@ -21,16 +36,21 @@ with autograd.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
+from anomtune.errors import ConfigError
 from anomtune.models.autoencoder import MLPAutoencoder
 from anomtune.models.blocks import Dropout, dropout_noise
 
-__all__ = ["ManualBackprop"]
+__all__ = ["TRAINING_ENV", "TRAINING_PATHS", "ManualBackprop", "for_training", "training_path"]
+
+TRAINING_ENV = "ANOMTUNE_TRAINING"
+TRAINING_PATHS = ("handwritten", "autograd")
 
 _aten = torch.ops.aten
 _ACTIVATIONS = (nn.ReLU, nn.LeakyReLU, nn.ELU, nn.GELU, nn.Tanh, nn.Sigmoid)
@@ -114,6 +134,33 @@ def _layers(sequential: nn.Sequential) -> list[_Layer] | None:
     return layers
 
 
+def training_path() -> str:
+    """The path ``ANOMTUNE_TRAINING`` selects: ``handwritten`` (the default) or ``autograd``.
+
+    Read at each fit, so a process can change it between fits.
+    """
+    value = os.environ.get(TRAINING_ENV, "").strip().lower() or TRAINING_PATHS[0]
+    if value not in TRAINING_PATHS:
+        raise ConfigError(
+            f"{TRAINING_ENV} must be one of {', '.join(TRAINING_PATHS)} (or unset), "
+            f"not {os.environ[TRAINING_ENV]!r}"
+        )
+    return value
+
+
+def for_training(
+    net: nn.Module, *, output_activation: str, l1_weight: float = 0.0
+) -> ManualBackprop | None:
+    """The hand-written step that trains ``net``, or None for autograd.
+
+    None when ``ANOMTUNE_TRAINING=autograd`` or when the step does not cover
+    the network or loss.
+    """
+    if training_path() == "autograd":
+        return None
+    return ManualBackprop.for_network(net, output_activation=output_activation, l1_weight=l1_weight)
+
+
 class ManualBackprop:
     """Loss and gradients of a batch for one MLP autoencoder, without autograd.
 
@@ -190,6 +237,8 @@ class ManualBackprop:
         record.norm = (h, mean, invstd)
         return out
 
+    # Kept because it earns its place: autograd in its stead makes an epoch of the
+    # default detector 1.3x to 1.7x as long (module docstring, benchmarks/README.md).
     def backward(self, diff: torch.Tensor, code: torch.Tensor | None, saved: list[_Saved]) -> None:
         with torch.no_grad():
             grad = diff.mul(2.0 / diff.numel())
