@@ -72,6 +72,13 @@ class _Rate:
     metavar="DIR",
     help="Folder of model files for a database --registry [env: ANOMTUNE_REGISTRY_FILES].",
 )
+@click.option(
+    "--dask",
+    "scheduler",
+    metavar="SCHEDULER",
+    help="Score the files DATA matches on a Dask cluster (address, or 'local'), one output "
+    "per file in the folder -o; needs anomtune[dask].",
+)
 @click.option("--quiet", is_flag=True, help="No progress line.")
 @click.option(
     "--json",
@@ -93,6 +100,7 @@ def score_command(
     threads,
     registry,
     registry_files,
+    scheduler,
     quiet,
     as_json,
 ):
@@ -110,7 +118,16 @@ def score_command(
       anomtune score fraud@champion today.parquet -o flagged.parquet --explain 3
       cat new.csv | anomtune score fraud/3 - > scores.csv
       anomtune score fraud@champion labeled.csv --label y --evaluate -o /dev/null
+      anomtune score fraud@champion 'data/*.parquet' --dask tcp://host:8786 -o scores/
     """
+    if scheduler is not None:
+        if evaluate or fpr is not None:
+            raise click.UsageError("--evaluate and --threshold-at-fpr score one file, not --dask")
+        options = {"id_column": id_column, "explain": explain, "threshold": threshold, "sep": sep}
+        _score_on_dask(
+            model, data, output, scheduler, registry, registry_files, options, quiet, as_json
+        )
+        return
     from anomtune.batch import score_file
     from anomtune.scoring import open_model
 
@@ -147,5 +164,39 @@ def score_command(
         click.echo(
             f"AUC-ROC {m['auc_roc']:.4f}  AUC-PR {m['auc_pr']:.4f}  F1 {m['f1']:.3f}  "
             f"precision {m['precision']:.3f}  recall {m['recall']:.3f}",
+            err=True,
+        )
+
+
+def _score_on_dask(
+    model, data, output, scheduler, registry, registry_files, options, quiet, as_json
+):
+    """``--dask``: every file DATA matches, one task each, outputs in the folder -o."""
+    from anomtune.distributed import score_dataset
+
+    if output == "-":
+        raise click.UsageError("--dask writes one file per input file: give a folder with -o")
+    rate = _Rate(quiet)
+    try:
+        result = score_dataset(
+            model,
+            data,
+            output,
+            scheduler=scheduler,
+            registry=registry,
+            registry_files=registry_files,
+            on_progress=rate,
+            **options,
+        )
+    finally:
+        rate.close()
+    if as_json:
+        print_json(result.to_dict(), err=True)
+    elif not quiet:
+        click.echo(
+            f"scored {result.rows:,} rows of {len(result.files)} files on "
+            f"{len(result.workers)} Dask workers in {result.seconds:.2f}s; "
+            f"{result.anomalies:,} above threshold {result.threshold:.6g}; "
+            f"outputs in {result.output}",
             err=True,
         )
