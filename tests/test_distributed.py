@@ -10,6 +10,7 @@ import contextlib
 import io
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -20,18 +21,24 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-# `make test` installs the dask extra; elsewhere these tests skip without it,
-# except under CI, where a missing extra is an error.
-if os.environ.get("CI", "").strip().lower() in ("", "0", "false", "no"):
-    distributed = pytest.importorskip("distributed", reason="needs anomtune[dask]")
-else:
-    import distributed
-
 from anomtune.cli import main
 from anomtune.distributed import ClusterError, score_dataset
 from anomtune.errors import DataError
 from tests.test_registry import FAST_SPACE
 from tests.test_tuning import write_planted
+
+
+def in_ci() -> bool:
+    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+
+
+# `make test` installs the dask extra; elsewhere these tests skip without it,
+# except under CI, where a missing extra is an error.
+if in_ci():
+    import distributed
+else:
+    distributed = pytest.importorskip("distributed", reason="needs anomtune[dask]")
+
 
 FEATURES = [f"x{i}" for i in range(6)]
 
@@ -298,3 +305,78 @@ main(["score", "tiny@champion", {str(dataset)!r}, "--dask", "local", "-o",
         "anomtune: error: scoring on a Dask cluster needs Dask: install the Dask extra: "
         "pip install 'anomtune[dask]'"
     ]
+
+
+# -- the README's Spark recipe ------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def spark(tmp_path_factory):
+    """A local Spark session (two cores, 127.0.0.1) whose Python workers run this
+    interpreter; skipped without pyspark, except under CI."""
+    if in_ci():
+        import pyspark  # noqa: F401
+    else:
+        pytest.importorskip("pyspark", reason="needs anomtune[spark]")
+    from pyspark.sql import SparkSession
+
+    previous = {k: os.environ.get(k) for k in ("PYSPARK_PYTHON", "PYSPARK_DRIVER_PYTHON")}
+    os.environ["PYSPARK_PYTHON"] = os.environ["PYSPARK_DRIVER_PYTHON"] = sys.executable
+    session = (
+        SparkSession.builder.master("local[2]")
+        .appName("anomtune-test")
+        .config("spark.driver.host", "127.0.0.1")
+        .config("spark.driver.bindAddress", "127.0.0.1")
+        .config("spark.ui.enabled", "false")
+        .config("spark.sql.shuffle.partitions", "2")
+        .config("spark.local.dir", str(tmp_path_factory.mktemp("spark-local")))
+        .getOrCreate()
+    )
+    try:
+        yield session
+    finally:
+        session.stop()
+        for key, value in previous.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def readme_spark_recipe() -> str:
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", readme, flags=re.S)
+    found = [b for b in blocks if "mapInPandas" in b]
+    assert len(found) == 1, "the README has one Spark recipe"
+    return found[0]
+
+
+@pytest.mark.filterwarnings("ignore:PySpark does not yet fully support pandas:FutureWarning")
+def test_the_readme_spark_recipe_scores_like_anomtune_score(registered, spark, dataset, tmp_path):
+    out = tmp_path / "spark-scores"
+    code = readme_spark_recipe()
+    for old, new in [
+        ('"/shared/anomtune/registry"', repr(str(registered["registry"]))),
+        ('"fraud@champion"', '"tiny@champion"'),
+        ('"data/*.parquet"', repr(str(dataset / "*.parquet"))),
+        ('.write.parquet("scores")', f".write.parquet({str(out)!r})"),
+    ]:
+        assert code.count(old) == 1, old
+        code = code.replace(old, new)
+    namespace = {"__name__": "readme_spark_recipe"}
+    exec(compile(code, "README.md (Spark recipe)", "exec"), namespace)
+    assert namespace["MODEL"] == "tiny/1"
+
+    got = pd.read_parquet(out).sort_values("id").reset_index(drop=True)
+    expected = []
+    for i in range(4):
+        one = tmp_path / f"one-{i}.csv"
+        ok(
+            "score", "tiny@champion", dataset / f"part-{i}.parquet", "-o", one, "--registry",
+            registered["registry"], "--id-column", "id", "--quiet",
+        )  # fmt: skip
+        expected.append(pd.read_csv(one))
+    want = pd.concat(expected).sort_values("id").reset_index(drop=True)
+    assert got["id"].tolist() == want["id"].tolist() and len(got) == 4950
+    np.testing.assert_allclose(got["score"], want["score"].astype(np.float32), rtol=1e-6)
+    np.testing.assert_array_equal(got["is_anomaly"], want["is_anomaly"])
