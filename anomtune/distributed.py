@@ -372,6 +372,10 @@ def _score_partition(source: str, target: str, *, pinned: dict, options: dict) -
     from anomtune.batch import score_file
 
     scorer, opened = _open_model(pinned)
+    # A staging folder removed by a failed or interrupted run is not made
+    # again (score_file makes missing parent folders): the run is over.
+    if not Path(target).parent.is_dir():
+        raise ClusterError(f"{source}: the run this partition belongs to has ended")
     done = score_file(scorer, source, target, **options)
     try:
         from distributed import get_worker
