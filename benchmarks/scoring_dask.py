@@ -27,7 +27,11 @@ included), timed by the wall clock:
     of N worker processes, so the figure includes that.
 
 "data s" is the span the command reports as ``seconds`` (from the first
-read, or the first task submitted, to the last output in place). The
+read, or the first task submitted, to the last output in place). "cpu s" is
+the CPU time (user plus system) of the command's process and the processes
+it waited for; for ``dask``, plus that of the worker processes and of this
+script's process, which runs the scheduler, over the run (``psutil`` and
+``getrusage``). On a busy machine the CPU time is the steadier figure. The
 implementations take turns, ``--repeats`` rounds; the table quotes medians
 and each one's throughput relative to ``one_process`` (wall time). The
 Dask outputs are checked against ``per_file``'s, file by file.
@@ -72,6 +76,7 @@ COLUMNS = [
     "min_s",
     "max_s",
     "median_data_s",
+    "median_cpu_s",
     "rows_per_s",
     "x_one_process",
     "cluster_start_s",
@@ -112,7 +117,7 @@ def build(workdir: Path, datasets: Path | None, rows: int, parts: int, seed: int
     names = list(train.columns)
     schema = pa.schema([(n, pa.float64()) for n in names])
     part_dir = workdir / "parts"
-    part_dir.mkdir()
+    part_dir.mkdir(exist_ok=True)
     whole = workdir / "all.parquet"
     sizes = [rows // parts + (1 if i < rows % parts else 0) for i in range(parts)]
     with pq.ParquetWriter(str(whole), schema) as all_writer:
@@ -124,8 +129,10 @@ def build(workdir: Path, datasets: Path | None, rows: int, parts: int, seed: int
     return {"onnx": onnx_path, "parts": part_dir, "whole": whole, "source": source}
 
 
-def run_child(argv: list[str]) -> tuple[float, float]:
-    """Wall seconds of one child, and the ``seconds`` its ``--json`` summary reports."""
+def run_child(argv: list[str]) -> tuple[float, float, float]:
+    """Wall seconds of one child, the ``seconds`` its ``--json`` summary reports,
+    and its CPU seconds (user plus system, with those of the processes it
+    started and waited for)."""
     env = dict(os.environ, OMP_NUM_THREADS="1")
     with tempfile.TemporaryFile() as err:
         done = subprocess.run(
@@ -140,27 +147,48 @@ def run_child(argv: list[str]) -> tuple[float, float]:
     # may log lines around it.
     start = message.index("{\n") if message.startswith("{\n") else message.index("\n{\n") + 1
     summary, _ = json.JSONDecoder().raw_decode(message[start:])
-    return report["seconds"], summary["seconds"]
+    return report["seconds"], summary["seconds"], report["cpu"]
+
+
+def _process_cpu() -> float:
+    import psutil
+
+    times = psutil.Process().cpu_times()
+    return times.user + times.system
+
+
+def cluster_cpu(client) -> float:
+    """CPU seconds used so far by the cluster's worker processes and by this
+    process, which runs the scheduler."""
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return sum(client.run(_process_cpu).values()) + usage.ru_utime + usage.ru_stime
 
 
 def anomtune(*args) -> list[str]:
     return [sys.executable, "-m", "anomtune", "score", *map(str, args), "--quiet", "--json"]
 
 
-def run_one(name: str, paths: dict, out: Path, address: str, workers: int) -> tuple[float, float]:
+def run_one(name: str, paths: dict, out: Path, client, workers: int):
+    """``(wall, data, cpu)`` seconds of one run."""
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
     if name == "one_process":
         return run_child(anomtune(paths["onnx"], paths["whole"], "-o", out / "all.parquet"))
     if name == "per_file":
-        wall = data = 0.0
+        totals = [0.0, 0.0, 0.0]
         for part in sorted(paths["parts"].iterdir()):
-            w, d = run_child(anomtune(paths["onnx"], part, "-o", out / part.name))
-            wall, data = wall + w, data + d
-        return wall, data
-    scheduler = address if name == "dask" else f"local:{workers}"
+            one = run_child(anomtune(paths["onnx"], part, "-o", out / part.name))
+            totals = [t + x for t, x in zip(totals, one, strict=True)]
+        return tuple(totals)
     pattern = paths["parts"] / "*.parquet"
-    return run_child(anomtune(paths["onnx"], pattern, "--dask", scheduler, "-o", out))
+    if name == "dask_local":
+        return run_child(anomtune(paths["onnx"], pattern, "--dask", f"local:{workers}", "-o", out))
+    before = cluster_cpu(client)
+    address = client.scheduler.address
+    wall, data, cpu = run_child(anomtune(paths["onnx"], pattern, "--dask", address, "-o", out))
+    return wall, data, cpu + cluster_cpu(client) - before
 
 
 def same_outputs(a: Path, b: Path) -> str:
@@ -228,7 +256,6 @@ def main(argv: list[str] | None = None) -> int:
             f"{time.perf_counter() - start:.0f} s)"
         )
         cluster_start = None
-        address = ""
         if "dask" in args.only:
             start = time.perf_counter()
             cluster = distributed.LocalCluster(
@@ -242,25 +269,27 @@ def main(argv: list[str] | None = None) -> int:
             client = distributed.Client(cluster)
             client.wait_for_workers(args.workers)
             cluster_start = time.perf_counter() - start
-            address = cluster.scheduler_address
             print(
-                f"Dask cluster of {args.workers} worker processes at {address}: "
+                f"Dask cluster of {args.workers} worker processes at "
+                f"{cluster.scheduler_address}: "
                 f"started in {cluster_start:.1f} s"
             )
         walls = {name: [] for name in args.only}
         datas = {name: [] for name in args.only}
+        cpus = {name: [] for name in args.only}
         loads = []
         outs = {name: workdir / f"out_{name}" for name in args.only}
         for rep in range(args.repeats):
             for name in args.only:
                 loads.append(os.getloadavg()[0])
-                wall, data = run_one(name, paths, outs[name], address, args.workers)
+                wall, data, cpu = run_one(name, paths, outs[name], client, args.workers)
                 loads.append(os.getloadavg()[0])
                 walls[name].append(wall)
                 datas[name].append(data)
+                cpus[name].append(cpu)
                 print(
                     f"  round {rep + 1} {name:<12} {wall:6.2f} s  data {data:6.2f} s  "
-                    f"{args.rows / wall:10,.0f} rows/s  load {loads[-1]:.2f}",
+                    f"cpu {cpu:6.2f} s  {args.rows / wall:10,.0f} rows/s  load {loads[-1]:.2f}",
                     flush=True,
                 )
             if rep == 0 and "per_file" in args.only:
@@ -271,7 +300,7 @@ def main(argv: list[str] | None = None) -> int:
         base = med.get("one_process")
         header = (
             f"\n{'implementation':<13} {'workers':>7} {'wall s':>7} {'data s':>7} "
-            f"{'rows/s':>10} {'x one process':>13}"
+            f"{'cpu s':>6} {'rows/s':>10} {'x one process':>13}"
         )
         print(header)
         print("-" * (len(header) - 1))
@@ -280,8 +309,9 @@ def main(argv: list[str] | None = None) -> int:
             workers = args.workers if name.startswith("dask") else 1
             ratio = base / med[name] if base else None
             data = statistics.median(datas[name])
+            cpu = statistics.median(cpus[name])
             print(
-                f"{name:<13} {workers:>7} {med[name]:7.2f} {data:7.2f} "
+                f"{name:<13} {workers:>7} {med[name]:7.2f} {data:7.2f} {cpu:6.2f} "
                 f"{args.rows / med[name]:10,.0f} {(f'{ratio:.2f}' if ratio else '-'):>13}"
             )
             out_rows.append(
@@ -296,6 +326,7 @@ def main(argv: list[str] | None = None) -> int:
                     "min_s": f"{min(walls[name]):.3f}",
                     "max_s": f"{max(walls[name]):.3f}",
                     "median_data_s": f"{data:.3f}",
+                    "median_cpu_s": f"{cpu:.3f}",
                     "rows_per_s": f"{args.rows / med[name]:.0f}",
                     "x_one_process": f"{ratio:.2f}" if ratio else "",
                     "cluster_start_s": f"{cluster_start:.2f}" if name == "dask" else "",
