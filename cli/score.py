@@ -76,8 +76,9 @@ class _Rate:
     "--dask",
     "scheduler",
     metavar="SCHEDULER",
-    help="Score the files DATA matches on a Dask cluster (address, or 'local'), one output "
-    "per file in the folder -o; needs anomtune[dask].",
+    help="Score each file DATA names (a quoted glob pattern or a folder) as a task on a Dask "
+    "cluster (its address, 'local' or 'local:N'); one output per file in the folder -o. "
+    "Needs anomtune[dask].",
 )
 @click.option("--quiet", is_flag=True, help="No progress line.")
 @click.option(
