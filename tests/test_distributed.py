@@ -41,6 +41,9 @@ else:
 
 
 FEATURES = [f"x{i}" for i in range(6)]
+# A scheduler's HTTP server (on 127.0.0.1) takes another port when 8787 is
+# in use, as it is when two clusters run at once (pytest-xdist), and warns.
+pytestmark = pytest.mark.filterwarnings("ignore:Port 8787 is already in use:UserWarning")
 
 
 def run(*args) -> tuple[int, str, str]:
