@@ -103,9 +103,9 @@ def score_dataset(
     id_column: str | None = None,
     explain: int = 0,
     threshold: float | None = None,
-    sep: str = ",",
     connect_timeout: float = 10.0,
     on_progress=None,
+    **read_options,
 ) -> DatasetResult:
     """Score every file of ``data`` on a Dask cluster into the folder ``output``.
 
@@ -121,7 +121,9 @@ def score_dataset(
     ``distributed.Client``, ``"local"`` or ``"local:N"`` (a cluster of
     one, or N, worker processes on this machine for the length of the
     call), or None for the Dask client already made in this process.
-    ``on_progress(rows, seconds)`` is called as partitions finish.
+    ``on_progress(rows, seconds)`` is called as partitions finish. Other
+    keyword arguments (``sep`` and the other ways to read a CSV file) go to
+    :func:`anomtune.batch.score_file` for every file.
     """
     try:
         import distributed
@@ -134,7 +136,8 @@ def score_dataset(
     out_dir = Path(output).expanduser().absolute()
     targets = _targets(sources, out_dir, output_format)
     pinned = _pin(model, registry, registry_files)
-    options = {"id_column": id_column, "explain": explain, "threshold": threshold, "sep": sep}
+    options = {"id_column": id_column, "explain": explain, "threshold": threshold}
+    options.update({k: v for k, v in read_options.items() if v is not None})
 
     with _client(distributed, scheduler, connect_timeout) as client:
         created = [p for p in [out_dir, *out_dir.parents] if not p.exists()]
