@@ -5,6 +5,9 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 PIP    := $(BIN)/pip install -c constraints.txt
 STAMP  := $(VENV)/.installed
+# The extras installed into the virtual environment; CI adds spark (a 450 MB
+# download) for the Spark recipe's test: `make test EXTRAS=dev,dask,spark`.
+EXTRAS ?= dev,dask
 # The shared datasets folder the benchmarks read: `make bench SHARED=path`.
 SHARED ?= ../shared/datasets
 
@@ -13,7 +16,7 @@ SHARED ?= ../shared/datasets
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(PIP) -q -e '.[dev]'
+	$(PIP) -q -e '.[$(EXTRAS)]'
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -45,7 +48,7 @@ format: $(STAMP)
 	$(BIN)/ruff check --fix .
 
 bench: $(STAMP)
-	$(PIP) -q -e '.[dev,bench]'
+	$(PIP) -q -e '.[$(EXTRAS),bench]'
 	$(BIN)/python benchmarks/training.py $(SHARED)
 
 clean:

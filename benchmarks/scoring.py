@@ -55,6 +55,7 @@ timed calls) so that a busy spell of the machine hits all of them.
     python benchmarks/scoring.py --features 100 --threads 2 --busy 1 --out busy.csv
     python benchmarks/scoring.py ../shared/datasets --part csv      # scoring_csv.py
     python benchmarks/scoring.py ../shared/datasets --part server   # load.py
+    python benchmarks/scoring.py ../shared/datasets --part dask     # scoring_dask.py
 
 ``--busy N`` keeps N cores busy (one Python busy loop per process) while
 measuring: scoring on cores it shares, as a server does with its own
@@ -318,12 +319,12 @@ def speedups(stats: dict) -> list[str]:
     ]
 
 
-PARTS = ("model", "csv", "server")
+PARTS = ("model", "csv", "server", "dask")
 
 
 def main(argv: list[str] | None = None) -> int:
-    # --part csv and --part server hand the other arguments to
-    # benchmarks/scoring_csv.py and benchmarks/load.py.
+    # --part csv, --part server and --part dask hand the other arguments to
+    # benchmarks/scoring_csv.py, benchmarks/load.py and benchmarks/scoring_dask.py.
     part = argparse.ArgumentParser(add_help=False)
     part.add_argument("--part", choices=PARTS, default="model")
     chosen, rest = part.parse_known_args(argv)
@@ -331,6 +332,8 @@ def main(argv: list[str] | None = None) -> int:
         sys.path.insert(0, str(Path(__file__).resolve().parent))
         if chosen.part == "csv":
             from scoring_csv import main as other_main
+        elif chosen.part == "dask":
+            from scoring_dask import main as other_main
         else:
             from load import main as other_main
         return other_main(rest)
@@ -341,7 +344,8 @@ def main(argv: list[str] | None = None) -> int:
         default="model",
         help="model: this benchmark; csv: anomtune score end to end on a file "
         "(benchmarks/scoring_csv.py); server: anomtune serve's latency and load test "
-        "(benchmarks/load.py); those two take the other arguments",
+        "(benchmarks/load.py); dask: a partitioned dataset on a local Dask cluster "
+        "(benchmarks/scoring_dask.py); those three take the other arguments",
     )
     parser.add_argument("--features", nargs="+", type=int, default=[20, 100, 500])
     parser.add_argument("--threads", nargs="+", type=int, default=[1, 2])

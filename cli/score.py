@@ -61,6 +61,14 @@ def _rate(hidden: bool) -> Progress:
     help="Threads that score slices of the input side by side.",
 )
 @registry_options("that holds MODEL")
+@click.option(
+    "--dask",
+    "scheduler",
+    metavar="SCHEDULER",
+    help="Score each file DATA names (a quoted glob pattern or a folder) as a task on a Dask "
+    "cluster (its address, 'local' or 'local:N'); one output per file in the folder -o. "
+    "Needs anomtune[dask].",
+)
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @click.option(
     "--json",
@@ -84,6 +92,7 @@ def score_command(
     threads,
     registry,
     registry_files,
+    scheduler,
     quiet,
     as_json,
 ):
@@ -102,7 +111,23 @@ def score_command(
       anomtune score fraud@champion today.parquet -o flagged.parquet --explain 3
       cat new.csv | anomtune score fraud/3 - > scores.csv
       anomtune score fraud@champion labeled.csv --label y --evaluate -o /dev/null
+      anomtune score fraud@champion 'data/*.parquet' --dask tcp://host:8786 -o scores/
     """
+    if scheduler is not None:
+        if evaluate or fpr is not None:
+            raise click.UsageError("--evaluate and --threshold-at-fpr score one file, not --dask")
+        options = {
+            "id_column": id_column,
+            "explain": explain,
+            "threshold": threshold,
+            "sep": sep,
+            "decimal": decimal,
+            "encoding": encoding,
+        }
+        _score_on_dask(
+            model, data, output, scheduler, registry, registry_files, options, quiet, as_json
+        )
+        return
     from anomtune.batch import score_file
     from anomtune.scoring import open_model
 
@@ -137,3 +162,34 @@ def score_command(
         )
     if result.metrics:
         print_metrics({"scored": result.metrics}, first="rows", err=True)
+
+
+def _score_on_dask(
+    model, data, output, scheduler, registry, registry_files, options, quiet, as_json
+):
+    """``--dask``: every file DATA matches, one task each, outputs in the folder -o."""
+    from anomtune.distributed import score_dataset
+
+    if output == "-":
+        raise click.UsageError("--dask writes one file per input file: give a folder with -o")
+    with _rate(hidden=quiet) as rate:
+        result = score_dataset(
+            model,
+            data,
+            output,
+            scheduler=scheduler,
+            registry=registry,
+            registry_files=registry_files,
+            on_progress=lambda rows, seconds: rate.update(rows, (rows, seconds)),
+            **options,
+        )
+    if as_json:
+        print_json(result.to_dict(), err=True)
+    elif not quiet:
+        click.echo(
+            f"scored {result.rows:,} rows of {len(result.files)} files on "
+            f"{len(result.workers)} Dask workers in {result.seconds:.2f}s; "
+            f"{result.anomalies:,} above threshold {result.threshold:.6g}; "
+            f"outputs in {result.output}",
+            err=True,
+        )
