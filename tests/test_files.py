@@ -250,7 +250,7 @@ def test_failed_scoring_removes_the_folders_it_made(model, tmp_path):
         bad, index=False
     )
     code, err = _exit_of("score", model, bad, "-o", tmp_path / "new" / "deeper" / "s.csv")
-    assert code == 2 and "not a number" in err
+    assert code == 2 and "non-numeric value 'oops'" in err
     (tmp_path / "blocker").write_text("a file, not a folder")
     code, err = _exit_of("score", model, bad, "-o", tmp_path / "blocker" / "sub" / "s.csv")
     assert code == 2 and "is not a folder" in err

@@ -153,7 +153,8 @@ def test_evaluate():
     y, scores = random_case(0)
     threshold, f1 = best_f1_threshold(y, scores)
     out = evaluate(y, scores, threshold)
-    assert set(out) == {"auc_roc", "auc_pr", "f1", "precision", "recall"}
+    assert set(out) == {"auc_roc", "auc_pr", "f1", "precision", "recall", "flagged"}
+    assert out["flagged"] == pytest.approx(float(np.mean(scores > threshold)))
     assert out["f1"] == pytest.approx(f1)
     assert set(evaluate(y, scores)) == {"auc_roc", "auc_pr"}
 

@@ -126,14 +126,14 @@ def run_study(
     optuna.logging.enable_propagation()
     started = time.perf_counter()
     table, prepared, space = _build(config, table)
-    if on_table is not None:
-        on_table(table)
     if config.study is None:
         config.study = Path(config.data).stem or "study"
     out = Path(config.out) if config.out else Path("runs") / config.study
     _check_out_folder(out)
     storage, storage_label = open_storage(config.storage, config.workspace)
     study, resumed = _create_or_resume(config, storage, table, space, config.study)
+    if on_table is not None:  # every setting is checked and the study is open
+        on_table(table)
     orphaned = fail_orphaned_trials(study)
     if orphaned:
         logger.warning("marked %d trial(s) of a killed run as failed", orphaned)
