@@ -242,7 +242,7 @@ def read_table(
     drop_unlabeled : bool
         Drop rows without a label (counted) instead of refusing them.
     dedupe : bool
-        Drop exact duplicate rows (features and label) before anything else.
+        Drop rows whose features and label repeat an earlier row's, before the split.
 
     Returns
     -------
@@ -345,11 +345,14 @@ def _build_table(
         if dedupe:
             keep = np.flatnonzero(~duplicated)
             counts["duplicates_dropped"] = n_dupes
-            notes.append(f"dropped {n_dupes:,} exact duplicate row(s) (--dedupe)")
+            notes.append(
+                f"dropped {n_dupes:,} row(s) whose features and label repeat an earlier row's "
+                "(--dedupe)"
+            )
         else:
             notes.append(
-                f"{n_dupes:,} row(s) repeat an earlier row exactly; they may land in both the "
-                "training and the test rows (drop them with --dedupe)"
+                f"{n_dupes:,} row(s) repeat an earlier row's features and label exactly; they "
+                "may land in both the training and the test rows (drop them with --dedupe)"
             )
     ids = raw.frame[spec.id_column].reset_index(drop=True) if spec.id_column else None
     if keep is not None:
