@@ -243,7 +243,9 @@ def test_duplicates_are_reported_and_dropped_on_request():
     doubled = pd.concat([frame, frame.iloc[:30]], ignore_index=True)
     table = table_from_frame(doubled, label="fault")
     assert table.counts["duplicate_rows"] == 30
-    assert any("30 row(s) repeat an earlier row's features and label exactly" in n for n in table.notes)
+    assert any(
+        "30 row(s) repeat an earlier row's features and label exactly" in n for n in table.notes
+    )
     deduped = table_from_frame(doubled, label="fault", dedupe=True)
     assert deduped.n_rows == 100
     assert deduped.fingerprint == table_from_frame(frame, label="fault").fingerprint
