@@ -195,7 +195,7 @@ def tune_command(
     """
     import optuna
 
-    from anomtune.tuning import TuneConfig, run_study
+    from anomtune.tuning import tune
 
     # Failed and pruned trials are recorded in the study and trials.csv; Optuna's
     # own per-trial messages (with tracebacks) show only with --debug.
@@ -206,27 +206,7 @@ def tune_command(
         register_name = model_name(register_name, data)
     if report_path is not None:
         _check_report_path(Path(report_path), data)
-    config = TuneConfig(
-        data=data,
-        **read_options,
-        metric=metric,
-        objectives=split_names((objectives,)) if objectives else None,
-        tolerance=tolerance,
-        sampler=sampler,
-        pruner=pruner,
-        trials=trials,
-        timeout=timeout,
-        seed=seed,
-        workers=workers,
-        cv=cv,
-        train_on=train_on,
-        space=space_file,
-        enqueue=_enqueue_sources(enqueue),
-        study=study,
-        storage=storage,
-        workspace=workspace,
-        out=out,
-    )
+    queued = _enqueue_sources(enqueue)
     if read_options["label"] is None:
         click.echo(
             "anomtune: note: no --label given, so trials are compared on the validation "
@@ -239,8 +219,26 @@ def tune_command(
             print_roles(table, err=True)
 
     with _trial_progress(hidden=quiet or as_json) as progress:
-        result = run_study(
-            config,
+        result = tune(
+            data,
+            **read_options,
+            metric=metric,
+            objectives=split_names((objectives,)) if objectives else None,
+            tolerance=tolerance,
+            sampler=sampler,
+            pruner=pruner,
+            trials=trials,
+            timeout=timeout,
+            seed=seed,
+            workers=workers,
+            cv=cv,
+            train_on=train_on,
+            space=space_file,
+            enqueue=queued,
+            study=study,
+            storage=storage,
+            workspace=workspace,
+            out=out,
             on_progress=lambda snap: progress.update(snap["done"], snap, snap["total"]),
             on_table=show_columns,
             argv=["anomtune", *sys.argv[1:]],
@@ -268,8 +266,8 @@ def tune_command(
             for f in result.worker_failures
         )
         click.echo(
-            f"anomtune: error: {died} of {config.workers} ended early, so fewer than "
-            f"{config.trials} trials ran; the run folder holds the best finished trial, "
+            f"anomtune: error: {died} of {workers} ended early, so fewer than "
+            f"{trials} trials ran; the run folder holds the best finished trial, "
             "and the same command again resumes the study",
             err=True,
         )

@@ -148,6 +148,21 @@ def postgres_url(postgres_server):
 
 # -- tuning runs ---------------------------------------------------------------------
 
+# One tiny network, three epochs: the cheapest real tune, for tests about
+# everything around the search.
+TINY_SPACE = """
+epochs = 3
+[n_layers]
+low = 1
+high = 1
+[width]
+low = 8
+high = 8
+[batch_size]
+choices = [128]
+"""
+
+
 FAST_SPACE = """
 epochs = 6
 [n_layers]

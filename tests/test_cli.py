@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from click.testing import CliRunner
+from conftest import TINY_SPACE
 
 from anomtune import __version__
 from anomtune.cli import cli, main
@@ -617,18 +618,6 @@ def test_tune_progress_in_a_log_is_one_line_per_trial(tmp_path, monkeypatch):
 
 
 # -- registry: the default name, and the settings that apply -----------------------------------
-
-TINY_SPACE = """
-epochs = 3
-[n_layers]
-low = 1
-high = 1
-[width]
-low = 8
-high = 8
-[batch_size]
-choices = [128]
-"""
 
 
 @pytest.fixture()

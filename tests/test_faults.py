@@ -30,6 +30,7 @@ import numpy as np
 import optuna
 import pandas as pd
 import pytest
+from conftest import TINY_SPACE as FAST_SPACE
 from conftest import write_planted
 
 from anomtune.cli import main
@@ -464,18 +465,6 @@ def test_read_only_registry_refuses_changes_and_still_serves_reads(models, tmp_p
 
 
 # ---------------------------------------------------------------- no pickle on load paths
-
-FAST_SPACE = """
-epochs = 3
-[n_layers]
-low = 1
-high = 1
-[width]
-low = 8
-high = 8
-[batch_size]
-choices = [128]
-"""
 
 
 class _Trap:

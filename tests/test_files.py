@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from conftest import TINY_SPACE as SPACE
 
 from anomtune.cli import main
 from anomtune.files import (
@@ -28,18 +29,6 @@ from anomtune.files import (
 )
 from anomtune.registry._store import BLOB_MODE
 from tests.test_tuning import write_planted
-
-SPACE = """
-epochs = 3
-[n_layers]
-low = 1
-high = 1
-[width]
-low = 8
-high = 8
-[batch_size]
-choices = [128]
-"""
 
 
 @contextlib.contextmanager

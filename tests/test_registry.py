@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from conftest import TINY_SPACE as FAST_SPACE
 from conftest import write_planted
 
 import anomtune.registry as registry_pkg
@@ -33,18 +34,6 @@ from anomtune.registry import (
 )
 from anomtune.registry._registry import PAUSE_POINTS, TEST_PAUSE_ENV
 from anomtune.scoring import load_scorer
-
-FAST_SPACE = """
-epochs = 3
-[n_layers]
-low = 1
-high = 1
-[width]
-low = 8
-high = 8
-[batch_size]
-choices = [128]
-"""
 
 
 def run(*args: str) -> tuple[int, str, str]:

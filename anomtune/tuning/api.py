@@ -51,6 +51,8 @@ def tune(
     out: str | Path | None = None,
     patience: int = PATIENCE,
     on_progress: Callable[[dict], None] | None = None,
+    on_table: Callable | None = None,
+    argv: list[str] | None = None,
 ) -> TuneResult:
     """Find the best autoencoder for ``data``, judged on labeled validation rows.
 
@@ -60,7 +62,9 @@ def tune(
     those that say how to read the data are :func:`anomtune.data.read_table`'s.
     Returns a :class:`~anomtune.tuning.TuneResult`: ``best_params``,
     ``metrics``, ``model`` (an :class:`~anomtune.model.AnomalyModel`),
-    ``export(path)``, ``register(name)`` and ``report(path)``.
+    ``export(path)``, ``register(name)`` and ``report(path)``. ``on_progress``
+    and ``on_table`` are :func:`~anomtune.tuning.run_study`'s; ``argv`` is the
+    command recorded in the summary.
 
     Examples
     --------
@@ -107,7 +111,7 @@ def tune(
         out=str(out) if out is not None else None,
         patience=patience,
     )
-    return run_study(config, on_progress=on_progress)
+    return run_study(config, on_progress=on_progress, on_table=on_table, argv=argv)
 
 
 def _frame_file(frame, workspace: Path) -> Path:
