@@ -147,6 +147,8 @@ class AutoencoderDetector(OutlierMixin, BaseEstimator):
     offset_ : float
         ``-threshold_``, in scikit-learn's convention.
     threshold_rule_ : str
+    max_train_score_ : float
+        The highest anomaly score on the training rows (0 if not finite).
     module_ : torch.nn.Module
         Raw features to ``(score, per-feature errors)``; what export traces.
     scaler_ : Scaler
@@ -392,6 +394,7 @@ class AutoencoderDetector(OutlierMixin, BaseEstimator):
             self.threshold_ = math.inf
             self.offset_ = -math.inf
             self.threshold_rule_ = "unset"
+            self.max_train_score_ = 0.0
 
             scorer = self.module_
             optimizer = make_optimizer(
@@ -434,7 +437,12 @@ class AutoencoderDetector(OutlierMixin, BaseEstimator):
         self.training_status_ = result.status
         self.loss_curve_ = list(result.loss_curve)
         train_scores = self.anomaly_score(X)
-        if np.isfinite(train_scores).all():
+        finite = np.isfinite(train_scores).all()
+        # What a categorical value never seen in training adds to a row's
+        # score (anomtune.model.unseen_penalty): the row outranks every
+        # training row.
+        self.max_train_score_ = float(train_scores.max()) if finite and len(X) else 0.0
+        if finite:
             self.set_threshold(
                 quantile_threshold(train_scores, self.contamination),
                 rule=f"training-score quantile at contamination={self.contamination}",

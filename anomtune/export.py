@@ -5,7 +5,9 @@ Inputs
     order, NaN for a missing value (imputed inside the graph);
     ``categorical``: string ``[N, n_categorical]``, present only when the data
     has categorical columns (encoded inside the graph with the training
-    vocabulary; unknown or empty values encode as all zeros).
+    vocabulary; rare, unseen and empty values encode as all zeros, and each
+    value the training rows never held adds the training rows' highest score
+    to the row's score, see :mod:`anomtune.model`).
 Outputs
     ``score``: float32 ``[N]``, the reconstruction error (higher is more
     anomalous); ``feature_errors``: float32 ``[N, n_columns]``, each table
@@ -40,6 +42,7 @@ import pandas as pd
 
 from anomtune import __version__
 from anomtune.errors import AnomtuneError
+from anomtune.preprocess import UNSEEN
 from anomtune.scoring import encode_frame
 
 __all__ = ["OPSET", "RTOL", "ExportError", "ParityReport", "export_model", "export_run"]
@@ -163,15 +166,17 @@ def _export_core(module, has_codes: bool, n_numeric: int, n_cat: int):
     return onnx.load_from_string(buffer.getvalue())
 
 
-def _add_label_encoders(model, categories: list[tuple[str, ...]]):
-    """Prepend string-to-code lookups so the graph takes the categorical strings."""
+def _add_label_encoders(model, lookups: list[dict[str, int]]):
+    """Prepend string-to-code lookups so the graph takes the categorical strings
+    (:meth:`~anomtune.preprocess.InputEncoder.lookups`; any other text is
+    :data:`~anomtune.preprocess.UNSEEN`)."""
     import onnx
     from onnx import TensorProto, helper
 
     graph = model.graph
     nodes = []
     code_cols = []
-    for j, vocab in enumerate(categories):
+    for j, lookup in enumerate(lookups):
         idx = f"anomtune_cat_index_{j}"
         graph.initializer.append(helper.make_tensor(idx, TensorProto.INT64, [1], [j]))
         column = f"anomtune_cat_col_{j}"
@@ -183,9 +188,9 @@ def _add_label_encoders(model, categories: list[tuple[str, ...]]):
                 [column],
                 [coded],
                 domain="ai.onnx.ml",
-                keys_strings=list(vocab) or [""],
-                values_int64s=list(range(len(vocab))) or [-1],
-                default_int64=-1,
+                keys_strings=list(lookup),
+                values_int64s=list(lookup.values()),
+                default_int64=UNSEEN,
             )
         )
         code_cols.append(coded)
@@ -194,7 +199,7 @@ def _add_label_encoders(model, categories: list[tuple[str, ...]]):
     del graph.input[:]
     graph.input.extend(kept)
     graph.input.append(
-        helper.make_tensor_value_info("categorical", TensorProto.STRING, ["batch", len(categories)])
+        helper.make_tensor_value_info("categorical", TensorProto.STRING, ["batch", len(lookups)])
     )
     old = list(graph.node)
     del graph.node[:]
@@ -228,6 +233,11 @@ def _metadata(model, extra: dict) -> dict:
         "score": "mean squared reconstruction error of the scaled features"
         + (" (negative ELBO for the VAE)" if detector._score_kind() == "elbo" else ""),
         "params": params,
+        "unseen_categories": {
+            "added_score": float(detector.max_train_score_) if schema.categorical else 0.0,
+            "rule": "each categorical value no training row held adds the highest "
+            "training score to the row's score, and that much error to its column",
+        },
         "architecture": {
             "hidden_sizes": list(detector.hidden_sizes_),
             "latent_dim": int(detector.latent_dim_),
@@ -328,9 +338,10 @@ def export_model(
     except Exception as exc:  # the exporter raises many internal types
         raise ExportError(f"torch could not export the model: {str(exc).splitlines()[0]}") from exc
     if has_codes:
-        cats = [c.categories for c in schema.columns if c.kind == "categorical"]
-        graph = _add_label_encoders(graph, cats)
+        graph = _add_label_encoders(graph, model.encoder.lookups())
     feeds = encode_frame(check_frame, schema.numeric, schema.categorical)
+    if has_codes:
+        feeds, codes = _with_unseen_rows(feeds, codes)
     del graph.metadata_props[:]
     entry = graph.metadata_props.add()
     entry.key, entry.value = "anomtune", "{}"
@@ -355,6 +366,26 @@ def export_model(
 
         write_bytes_atomic(path, data)
     return data, report
+
+
+def _with_unseen_rows(feeds: dict, codes: np.ndarray) -> tuple[dict, np.ndarray]:
+    """The check rows and one more per categorical column: the first row with
+    that column's value replaced by one no training row held, so the parity
+    check covers the unseen-value rule."""
+    n_cat = codes.shape[1]
+    numeric = np.repeat(feeds["numeric"][:1], n_cat, axis=0)
+    text = np.repeat(feeds["categorical"][:1], n_cat, axis=0).astype(object)
+    extra = np.repeat(codes[:1], n_cat, axis=0)
+    for j in range(n_cat):
+        text[j, j] = "\x00anomtune parity check: a value never seen"
+        extra[j, j] = UNSEEN
+    return (
+        {
+            "numeric": np.concatenate([feeds["numeric"], numeric]),
+            "categorical": np.concatenate([feeds["categorical"].astype(object), text]),
+        },
+        np.concatenate([codes, extra]),
+    )
 
 
 def _json_default(value):

@@ -43,6 +43,7 @@ def save_model(model, folder: str | Path, *, meta: dict | None = None) -> Path:
         "seed": int(detector.seed_),
         "threshold": float(detector.threshold_),
         "threshold_rule": detector.threshold_rule_,
+        "max_train_score": float(detector.max_train_score_),
         "n_epochs": int(detector.n_epochs_),
         "training_status": detector.training_status_,
         "preprocessor": model.encoder.to_dict(),
@@ -106,6 +107,8 @@ def load_model(folder: str | Path):
     detector.n_epochs_ = int(doc["n_epochs"])
     detector.training_status_ = doc["training_status"]
     detector.set_threshold(doc["threshold"], rule=doc["threshold_rule"])
+    # Models written before unseen categories were scored have no penalty.
+    detector.max_train_score_ = float(doc.get("max_train_score", 0.0))
     return AnomalyModel(InputEncoder.from_dict(doc["preprocessor"]), detector), doc
 
 

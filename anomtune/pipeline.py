@@ -18,8 +18,8 @@ from anomtune.data import Split, Table, split_rows, split_unlabeled, training_ro
 from anomtune.detector import AutoencoderDetector
 from anomtune.errors import ConfigError
 from anomtune.metrics import best_f1_threshold, evaluate
-from anomtune.model import AnomalyModel
-from anomtune.preprocess import InputEncoder
+from anomtune.model import AnomalyModel, unseen_penalty
+from anomtune.preprocess import InputEncoder, unseen_counts
 
 __all__ = [
     "Prepared",
@@ -34,7 +34,11 @@ __all__ = [
 
 @dataclass
 class Prepared:
-    """A table encoded once: the matrix of all rows, labels and the split."""
+    """A table encoded once: the matrix of all rows, labels and the split.
+
+    ``unseen`` counts, per row, the categorical values the training rows never
+    held; :meth:`scores` adds their penalty (:func:`anomtune.model.unseen_penalty`).
+    """
 
     table: Table
     encoder: InputEncoder
@@ -43,10 +47,19 @@ class Prepared:
     split: Split
     train: np.ndarray
     train_on: str
+    unseen: np.ndarray
+
+    def _index(self, part: str) -> np.ndarray:
+        return {"train": self.train, "val": self.split.val, "test": self.split.test}[part]
 
     def rows(self, part: str) -> tuple[np.ndarray, np.ndarray]:
-        idx = {"train": self.train, "val": self.split.val, "test": self.split.test}[part]
+        idx = self._index(part)
         return self.X[idx], (self.y[idx] if self.y is not None else None)
+
+    def scores(self, detector: AutoencoderDetector, part: str) -> np.ndarray:
+        """The anomaly scores of ``part``'s rows, as the fitted model gives them."""
+        idx = self._index(part)
+        return detector.anomaly_score(self.X[idx]) + unseen_penalty(detector, self.unseen[idx])
 
     def model(self, detector: AutoencoderDetector) -> AnomalyModel:
         """``detector`` (fitted on these rows) with this table's encoder."""
@@ -82,9 +95,10 @@ def prepare(
     train = training_rows(split.train, table.labels, train_on)
     encoder = InputEncoder(table.schema, max_categories=max_categories)
     encoder.fit(table.features.iloc[train])
-    X = encoder.encode(table.features)
+    numeric, codes = encoder.split_inputs(table.features)
+    X = encoder.encode_inputs(numeric, codes)
     labels = np.asarray(table.labels) if table.labels is not None else None
-    return Prepared(table, encoder, X, labels, split, train, train_on)
+    return Prepared(table, encoder, X, labels, split, train, train_on, unseen_counts(codes))
 
 
 def new_detector(params: dict, *, seed: int) -> AutoencoderDetector:
@@ -102,9 +116,9 @@ def fit_detector(
     detector = new_detector(params, seed=seed)
     X_train, _ = prepared.rows("train")
     detector.fit(X_train, epoch_callback=epoch_callback)
-    X_val, y_val = prepared.rows("val")
+    _, y_val = prepared.rows("val")
     if y_val is not None:
-        scores = detector.anomaly_score(X_val)
+        scores = prepared.scores(detector, "val")
         if np.isfinite(scores).all():
             threshold, _ = best_f1_threshold(y_val, scores)
             detector.set_threshold(threshold, rule="maximises F1 on the validation split")
@@ -125,9 +139,9 @@ def report(detector: AutoencoderDetector, prepared: Prepared, parts=("val", "tes
     """Metrics of ``detector`` on the given parts, at its threshold."""
     out = {}
     for part in parts:
-        X, y = prepared.rows(part)
+        _, y = prepared.rows(part)
         start = time.perf_counter()
-        scores = detector.anomaly_score(X)
+        scores = prepared.scores(detector, part)
         elapsed = time.perf_counter() - start
         metrics = evaluate(y, scores, detector.threshold_)
         metrics["rows"] = len(y)

@@ -5,9 +5,12 @@ ones for training, the refit, the report and the exported graph:
 
 - :class:`InputEncoder`: impute numeric columns with the training median and
   one-hot encode categorical columns with the training vocabulary (the most
-  frequent ``max_categories`` values; rarer and unseen values, and missing
-  ones, encode as all zeros). Its module takes the raw numeric block and the
-  categorical codes (:meth:`InputEncoder.split_inputs`).
+  frequent ``max_categories`` values; rarer values, values never seen in
+  training, and missing ones encode as all zeros). Its module takes the raw
+  numeric block and the categorical codes (:meth:`InputEncoder.split_inputs`),
+  whose negative codes tell these three apart (:data:`MISSING`, :data:`RARE`,
+  :data:`UNSEEN`): an unseen value adds to the row's score
+  (:func:`anomtune.model.unseen_penalty`).
 - :class:`Scaler`: standard, robust or min-max scaling of the encoded
   matrix; the detector fits it, since the scaling is one of its parameters.
 """
@@ -17,18 +20,30 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from anomtune.data import CATEGORICAL, NUMERIC, Column, Schema, _label_text
+from anomtune.data import CATEGORICAL, NUMERIC, Column, Schema
 from anomtune.errors import ConfigError, DataError
-from anomtune.inputs import features_feeds
+from anomtune.inputs import category_text, features_feeds
 
-__all__ = ["SCALERS", "InputEncoder", "Scaler", "raw_inputs"]
+__all__ = ["MISSING", "RARE", "SCALERS", "UNSEEN", "InputEncoder", "Scaler", "raw_inputs"]
 
 SCALERS = ("standard", "robust", "minmax", "none")
 
+#: The code of a missing categorical value (encoded as all zeros).
+MISSING = -1
+#: The code of a value seen in the training rows but outside the vocabulary
+#: (rarer than the ``max_categories`` most frequent ones): all zeros.
+RARE = -2
+#: The code of a value the training rows never held: all zeros, and the row's
+#: score rises (:func:`anomtune.model.unseen_penalty`).
+UNSEEN = -3
 
-def raw_inputs(frame: pd.DataFrame, schema: Schema) -> tuple[np.ndarray, np.ndarray]:
+
+def raw_inputs(
+    frame: pd.DataFrame, schema: Schema, rare: dict[str, tuple[str, ...]] | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """A frame as model inputs: the numeric block (float32, NaN kept) and the
-    categorical codes (int64, -1 for missing or outside the vocabulary).
+    categorical codes (int64: the vocabulary position, or :data:`MISSING`,
+    :data:`RARE` for a value in ``rare[column]``, :data:`UNSEEN` otherwise).
 
     ``schema`` is a fitted one: its categorical columns carry their vocabulary.
     """
@@ -39,12 +54,19 @@ def raw_inputs(frame: pd.DataFrame, schema: Schema) -> tuple[np.ndarray, np.ndar
     # as 1.0 here and as "1" in training is the same category.
     feeds = features_feeds(frame, schema.numeric, schema.categorical)
     numeric = feeds["numeric"]
-    codes = np.full((len(frame), len(schema.categorical)), -1, dtype=np.int64)
+    codes = np.full((len(frame), len(schema.categorical)), MISSING, dtype=np.int64)
     cats = [c for c in schema.columns if c.kind == CATEGORICAL]
     for j, col in enumerate(cats):
-        lookup = {v: k for k, v in enumerate(col.categories)}
-        codes[:, j] = [lookup.get(v, -1) for v in feeds["categorical"][:, j]]
+        lookup = code_lookup(col.categories, (rare or {}).get(col.name, ()))
+        codes[:, j] = [lookup.get(v, UNSEEN) for v in feeds["categorical"][:, j]]
     return numeric, codes
+
+
+def code_lookup(vocab, rare) -> dict[str, int]:
+    """Category text to code: the vocabulary's positions, rare values and ``""``
+    (missing); anything else is :data:`UNSEEN`. The exported graph's lookup
+    holds the same pairs."""
+    return {"": MISSING, **{v: RARE for v in rare}, **{v: k for k, v in enumerate(vocab)}}
 
 
 class InputEncoder:
@@ -69,6 +91,7 @@ class InputEncoder:
         if missing:
             raise DataError(f"missing feature column(s): {', '.join(map(repr, missing))}")
         medians = {}
+        rare: dict[str, tuple[str, ...]] = {}
         columns = []
         for col in self.schema.columns:
             if col.kind == NUMERIC:
@@ -77,10 +100,12 @@ class InputEncoder:
                 medians[col.name] = float(np.median(finite)) if finite.size else 0.0
                 columns.append(Column(col.name, NUMERIC))
             else:
-                counts = frame[col.name].dropna().map(_label_text).value_counts()
+                counts = frame[col.name].dropna().map(category_text).value_counts()
+                counts = counts[counts.index != ""]
                 # Most frequent first; ties broken by value so the order is reproducible.
                 ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
                 vocab = tuple(v for v, _ in ranked[: self.max_categories])
+                rare[col.name] = tuple(v for v, _ in ranked[self.max_categories :])
                 if not vocab:
                     # An empty vocabulary would encode to no columns at all,
                     # which the torch module cannot tell from a numeric column.
@@ -90,6 +115,7 @@ class InputEncoder:
                     )
                 columns.append(Column(col.name, CATEGORICAL, vocab))
         self.medians_ = medians
+        self.rare_ = {k: v for k, v in rare.items() if v}
         self.schema_ = self.schema.with_columns(columns)
         return self
 
@@ -113,8 +139,14 @@ class InputEncoder:
         return np.asarray(groups, dtype=np.int64)
 
     def split_inputs(self, frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-        """The raw numeric block (float32, NaN kept) and categorical codes (-1 unknown)."""
-        return raw_inputs(frame, self.schema_)
+        """The raw numeric block (float32, NaN kept) and categorical codes (see
+        :func:`raw_inputs`)."""
+        return raw_inputs(frame, self.schema_, self.rare_)
+
+    def lookups(self) -> list[dict[str, int]]:
+        """Per categorical column, category text to code (:func:`code_lookup`)."""
+        cats = [c for c in self.schema_.columns if c.kind == CATEGORICAL]
+        return [code_lookup(c.categories, self.rare_.get(c.name, ())) for c in cats]
 
     def module(self):
         """The torch module: ``(numeric float32 with NaN, int64 codes) -> encoded matrix``."""
@@ -129,17 +161,25 @@ class InputEncoder:
 
     def encode(self, frame: pd.DataFrame) -> np.ndarray:
         """``frame`` through :meth:`module`: float32, ``len(output_names)`` columns."""
+        return self.encode_inputs(*self.split_inputs(frame))
+
+    def encode_inputs(self, numeric: np.ndarray, codes: np.ndarray) -> np.ndarray:
+        """The encoded matrix of inputs already split by :meth:`split_inputs`."""
         import torch
 
-        numeric, codes = self.split_inputs(frame)
         with torch.no_grad():
             out = self.module()(torch.from_numpy(numeric), torch.from_numpy(codes))
         return out.numpy()
+
+    def unseen(self, frame: pd.DataFrame) -> np.ndarray:
+        """Per row, how many categorical values the training rows never held."""
+        return unseen_counts(self.split_inputs(frame)[1])
 
     def to_dict(self) -> dict:
         return {
             "schema": self.schema_.to_dict(),
             "medians": self.medians_,
+            "rare": {k: list(v) for k, v in self.rare_.items()},
             "max_categories": self.max_categories,
         }
 
@@ -149,7 +189,13 @@ class InputEncoder:
         obj = cls(schema, max_categories=data["max_categories"])
         obj.schema_ = schema
         obj.medians_ = {k: float(v) for k, v in data["medians"].items()}
+        obj.rare_ = {k: tuple(v) for k, v in data.get("rare", {}).items()}
         return obj
+
+
+def unseen_counts(codes: np.ndarray) -> np.ndarray:
+    """Per row, the number of :data:`UNSEEN` codes (float64)."""
+    return (np.asarray(codes) == UNSEEN).sum(axis=1).astype(np.float64)
 
 
 class Scaler:

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import shutil
+import tempfile
 import threading
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -69,7 +72,8 @@ def test_every_variant_exports_with_parity(mixed_prepared, params, tmp_path):
     _, report = export_model(mixed_prepared.model(detector), val, path)
     assert report.passed and report.label_flips == 0
     assert report.max_relative_error <= 1e-4
-    assert report.batch_sizes == [1, 2, len(val)]
+    # The check rows, and one row per categorical column with an unseen value.
+    assert report.batch_sizes == [1, 2, len(val) + 2]
     # The graph reproduces torch on raw columns given in another order, with extras.
     test = table.features.iloc[mixed_prepared.split.test]
     shuffled = test[test.columns[::-1]].assign(unused=1.0)
@@ -117,22 +121,62 @@ def test_graph_shape_opset_checker_and_metadata(mixed_prepared, tmp_path):
 def test_missing_and_unseen_values_are_handled_inside_the_graph(mixed_prepared, tmp_path):
     detector = fit_detector(mixed_prepared, {"epochs": 4}, seed=0)
     pre = mixed_prepared.encoder
+    model = AnomalyModel(pre, detector)
     val = mixed_prepared.table.features.iloc[mixed_prepared.split.val]
-    data, _ = export_model(AnomalyModel(pre, detector), val)
+    data, _ = export_model(model, val)
     rows = pd.DataFrame(
         {
-            "a": [np.nan, 0.5],
-            "b": [1.0, np.nan],
-            "c": [0.0, 0.0],
-            "d": [0.0, 0.0],
-            "color": ["purple", None],
-            "size": ["m", "xl"],
+            "a": [np.nan, 0.5, 0.5, 0.5],
+            "b": [1.0, np.nan, np.nan, np.nan],
+            "c": [0.0, 0.0, 0.0, 0.0],
+            "d": [0.0, 0.0, 0.0, 0.0],
+            "color": ["purple", None, None, " Purple"],
+            "size": ["m", "xl", "m", "xl"],
         }
     )
     result = load_scorer(data).score(rows)
-    expected = detector.anomaly_score(pre.encode(rows))
-    np.testing.assert_allclose(result.score, expected, rtol=1e-4)
-    assert np.isfinite(result.feature_errors).all()
+    penalty = detector.max_train_score_
+    assert penalty > 0
+    unseen = np.array([1, 1, 0, 2])  # "purple", "xl"; a missing value is not unseen
+    # The autoencoder's own score, then the unseen-value rule on top.
+    plain = detector.anomaly_score(pre.encode(rows))
+    np.testing.assert_allclose(result.score, plain + penalty * unseen, rtol=1e-5)
+    np.testing.assert_allclose(model.anomaly_score(rows), result.score, rtol=1e-5)
+    assert result.score[1] > result.score[2]  # the same row but for the unseen size
+    assert result.is_anomaly[[0, 1, 3]].all()
+    # The added error sits in the unseen value's column, so --explain names it.
+    errors = result.feature_errors
+    np.testing.assert_allclose(errors, model.column_errors(rows), rtol=1e-4, atol=1e-6)
+    assert errors[0].argmax() == 4 and errors[1].argmax() == 5
+    np.testing.assert_allclose(
+        errors.sum(axis=1) / detector.n_features_in_, result.score, rtol=1e-4
+    )
+    meta = json.loads(ort.InferenceSession(data).get_modelmeta().custom_metadata_map["anomtune"])
+    assert meta["unseen_categories"]["added_score"] == pytest.approx(penalty)
+
+
+def test_values_outside_the_vocabulary_seen_in_training_add_nothing():
+    frame = mixed_frame()
+    table = table_from_frame(frame, label="y")
+    prepared = prepare(table, seed=0, max_categories=2)
+    (color_rare,) = prepared.encoder.rare_["color"]
+    detector = fit_detector(prepared, {"epochs": 3}, seed=0)
+    model = prepared.model(detector)
+    data, _ = export_model(model, table.features.iloc[prepared.split.val])
+    row = table.features.iloc[[0]].assign(color=color_rare)
+    plain = detector.anomaly_score(prepared.encoder.encode(row))
+    np.testing.assert_allclose(load_scorer(data).score(row).score, plain, rtol=1e-5)
+    # An old model file, without the recorded weight, scores as before.
+    saved = model.save(Path(tmp := tempfile.mkdtemp()) / "m")
+    doc = json.loads((saved / "model.json").read_text())
+    del doc["max_train_score"]
+    (saved / "model.json").write_text(json.dumps(doc))
+    old = AnomalyModel.load(saved)
+    unseen = row.assign(color="never")
+    np.testing.assert_allclose(
+        old.anomaly_score(unseen), detector.anomaly_score(old.encode(unseen)), rtol=1e-6
+    )
+    shutil.rmtree(tmp)
 
 
 def test_parity_check_catches_a_different_model(mixed_prepared):
@@ -236,11 +280,17 @@ def test_interleaved_columns_match_the_preprocessor_column_by_column(interleaved
     rows.loc[rows.index[5:9], "x3"] = np.nan
     result = load_scorer(data).score(rows[rows.columns[::-1]])
     X = pre.encode(rows)
-    np.testing.assert_allclose(result.score, detector.anomaly_score(X), rtol=1e-4, atol=1e-6)
-    # The reference regrouping: each encoded column's error added to its table column.
+    unseen = (rows["size"] == "xxl").to_numpy()
+    penalty = detector.max_train_score_ * unseen
+    np.testing.assert_allclose(
+        result.score, detector.anomaly_score(X) + penalty, rtol=1e-4, atol=1e-6
+    )
+    # The reference regrouping: each encoded column's error added to its table
+    # column; an unseen value's weight in its own column.
     encoded_errors = detector.feature_errors(X)
     expected = np.zeros((len(rows), len(pre.schema_.columns)))
     np.add.at(expected.T, pre.output_groups, encoded_errors.T)
+    expected[:, 3] += penalty * X.shape[1]
     assert result.feature_names == ["x0", "color", "x1", "size", "x2", "x3", "x4"]
     np.testing.assert_allclose(result.feature_errors, expected, rtol=1e-4, atol=1e-6)
 

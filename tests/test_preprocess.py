@@ -11,7 +11,7 @@ import torch
 
 from anomtune.data import read_table, table_from_frame
 from anomtune.errors import ConfigError, DataError
-from anomtune.preprocess import SCALERS, InputEncoder, Scaler
+from anomtune.preprocess import MISSING, RARE, SCALERS, UNSEEN, InputEncoder, Scaler
 
 
 def mixed_table(n: int = 60, seed: int = 0):
@@ -77,8 +77,22 @@ def test_unseen_categories_encode_as_zeros_and_never_crash():
     assert (X[:, colour] == 0).all()
     assert X[:, shape].sum(axis=1).tolist() == [1, 0, 1, 1, 1]
     numeric, codes = pre.split_inputs(scoring)
-    assert codes[:, 0].tolist() == [-1, -1, -1, -1, -1]
+    # Unseen values are told apart from missing ones (they add to the score).
+    assert codes[:, 0].tolist() == [UNSEEN, MISSING, MISSING, MISSING, UNSEEN]
+    assert codes[:, 1].tolist()[1] == UNSEEN
+    np.testing.assert_array_equal(pre.unseen(scoring), [1, 1, 0, 0, 1])
     assert numeric.dtype == np.float32 and codes.dtype == np.int64
+
+
+def test_values_past_the_cap_are_rare_not_unseen_and_survive_a_round_trip():
+    frame = pd.DataFrame({"c": list("aaabbc"), "n": range(6), "y": [0] * 6})
+    table = table_from_frame(frame, label="y")
+    pre = InputEncoder(table.schema, max_categories=2).fit(table.features)
+    assert pre.rare_ == {"c": ("c",)}
+    again = InputEncoder.from_dict(json.loads(json.dumps(pre.to_dict())))
+    scoring = pd.DataFrame({"c": ["a", "c", "z", None], "n": [0.0] * 4})
+    for encoder in (pre, again):
+        assert encoder.split_inputs(scoring)[1][:, 0].tolist() == [0, RARE, UNSEEN, MISSING]
 
 
 def test_cardinality_cap_keeps_the_most_frequent_values():

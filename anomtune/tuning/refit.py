@@ -75,12 +75,12 @@ def refit_best(
     refit_params = {**params, "epochs": max(1, best_epoch)}
     started = time.perf_counter()
     detector = fit_detector(prepared, refit_params, seed=seed)
-    X_val, y_val = prepared.rows("val")
+    _, y_val = prepared.rows("val")
     X_test, y_test = prepared.rows("test")
-    val_scores = detector.anomaly_score(X_val)
+    val_scores = prepared.scores(detector, "val")
     if not np.isfinite(val_scores).all():
         raise TrainingError("the refitted best model gives non-finite validation scores")
-    test_scores = detector.anomaly_score(X_test)
+    test_scores = prepared.scores(detector, "test")
     threshold = detector.threshold_
     note = None
     if objective.labeled:
@@ -88,7 +88,9 @@ def refit_best(
             "val": evaluate(y_val, val_scores, threshold),
             "test": evaluate(y_test, test_scores, threshold),
         }
-        value = float(objective.metric(y_val, val_scores))
+        # The trials compared the autoencoders alone, so the check does too;
+        # the metrics are the model's, unseen categorical values included.
+        value = float(objective.metric(y_val, detector.anomaly_score(prepared.rows("val")[0])))
     else:
         value = objective.validation(detector)
         test_value = unlabeled_value(X_test, prepared.rows("train")[0])(detector)
