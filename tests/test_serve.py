@@ -777,3 +777,39 @@ def test_concurrent_clients_get_the_scorers_answers(server, models):
         thread.join(60)
     assert not failures, failures[:3]
     assert len(answered) == 500
+
+
+def test_metadata_reports_the_flag_rate_since_loading(models, tmp_path, caplog):
+    from test_export import mixed_frame
+
+    from anomtune.data import table_from_frame
+    from anomtune.export import export_model
+    from anomtune.pipeline import fit_detector, prepare
+
+    prepared = prepare(table_from_frame(mixed_frame(), label="y"), seed=0)
+    detector = fit_detector(prepared, {"epochs": 3}, seed=0)
+    val = prepared.table.features.iloc[prepared.split.val]
+    # A model that flags every row, though validation flagged 10%: a broken column.
+    detector.threshold_ = -1.0
+    path = tmp_path / "drifting.onnx"
+    export_model(
+        prepared.model(detector), val, path, metadata={"metrics": {"val": {"flagged": 0.1}}}
+    )
+    rows = jsonable(mixed_rows(60))
+    with running(create_app(path)) as url:
+        status, _, meta = call(url, "/metadata")
+        assert status == 200
+        assert meta["flag_rate"] == {
+            "rows": 0,
+            "flagged": 0,
+            "share": None,
+            "validation_share": 0.1,
+            "warning": None,
+        }
+        for _ in range(2):
+            body = {"dataframe_records": rows.to_dict(orient="records")}
+            assert call(url, "/invocations", body)[0] == 200
+        rate = call(url, "/metadata")[2]["flag_rate"]
+    assert rate["rows"] == 120 and rate["flagged"] == 120 and rate["share"] == 1.0
+    assert "100.0% of the rows were flagged, against 10.0%" in rate["warning"]
+    assert "may have drifted" in caplog.text

@@ -616,6 +616,17 @@ class ReloadOut(BaseModel):
     previous: ModelOut
 
 
+class FlagRateOut(BaseModel):
+    """Rows scored since the model was loaded, and the share flagged, against the
+    validation rows' share; ``warning`` when it is far above (drift, a broken column)."""
+
+    rows: int
+    flagged: int
+    share: float | None
+    validation_share: float | None
+    warning: str | None
+
+
 class MetadataOut(BaseModel):
     name: str
     version: int | None
@@ -633,5 +644,6 @@ class MetadataOut(BaseModel):
     params: dict[str, Any] | None = None
     architecture: dict[str, Any] | None = None
     data_fingerprint: str | None = None
+    flag_rate: FlagRateOut
     format: str | None = None
     anomtune_version: str | None = None

@@ -37,8 +37,14 @@ class LoadedModel:
         if info.version is not None:
             self.headers["X-Anomtune-Model-Version"] = str(info.version)
         self.model_json = json.dumps(info.to_dict()).encode()
+        # Rows scored and flagged since the model was loaded (/metadata's flag_rate).
+        self._tally = threading.Lock()
+        self.rows_scored = self.rows_flagged = 0
+        self._warned = False
         # The first run of a session allocates; do it now, not on a request.
-        self.run({name: [None] for name in self.scorer.columns}, 1, reject_missing=False)
+        self.scorer.run(
+            self.feeds({name: [None] for name in self.scorer.columns}, 1, reject_missing=False)
+        )
 
     def check_columns(self, present) -> None:
         try:
@@ -65,7 +71,32 @@ class LoadedModel:
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``(score, feature_errors, is_anomaly)``, scored by :meth:`Scorer.run` (which runs
         the slices of a large request on the scorer's threads)."""
-        return self.scorer.run(self.feeds(columns, n, reject_missing=reject_missing))
+        score, errors, label = self.scorer.run(
+            self.feeds(columns, n, reject_missing=reject_missing)
+        )
+        flagged = int(np.count_nonzero(label))
+        with self._tally:
+            self.rows_scored += len(label)
+            self.rows_flagged += flagged
+            rows, flagged = self.rows_scored, self.rows_flagged
+        if not self._warned:
+            warning = self.scorer.flag_rate_warning(flagged, rows)
+            if warning:
+                self._warned = True
+                logger.warning("%s: %s", self.info.ref, warning)
+        return score, errors, label
+
+    def flag_rate(self) -> dict:
+        """The flagged share of the rows scored since loading, against validation's."""
+        with self._tally:
+            rows, flagged = self.rows_scored, self.rows_flagged
+        return {
+            "rows": rows,
+            "flagged": flagged,
+            "share": flagged / rows if rows else None,
+            "validation_share": self.scorer.validation_flag_rate,
+            "warning": self.scorer.flag_rate_warning(flagged, rows),
+        }
 
     def categories(self) -> dict[str, list]:
         """The categories each categorical column was trained with, from the schema."""
@@ -91,6 +122,7 @@ class LoadedModel:
             "params": meta.get("params"),
             "architecture": meta.get("architecture"),
             "data_fingerprint": meta.get("data_fingerprint"),
+            "flag_rate": self.flag_rate(),
             "format": meta.get("format"),
             "anomtune_version": meta.get("anomtune_version"),
         }
