@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -38,6 +38,7 @@ from anomtune.inputs import (
 
 __all__ = [
     "Column",
+    "ReadOptions",
     "Schema",
     "Split",
     "Table",
@@ -188,31 +189,15 @@ class Table:
         return out
 
 
-def read_table(
-    path: str | Path,
-    *,
-    label: str | None = None,
-    positive: object = None,
-    features: Sequence[str] | None = None,
-    exclude: Iterable[str] = (),
-    id_column: str | None = None,
-    categorical: Iterable[str] = (),
-    include: Iterable[str] = (),
-    roles: Mapping[str, str] | None = None,
-    sep: str | None = None,
-    decimal: str | None = None,
-    encoding: str | None = None,
-    max_levels: int = MAX_LEVELS,
-    time_features: bool = False,
-    drop_unlabeled: bool = False,
-    dedupe: bool = False,
-) -> Table:
-    """Read a labeled CSV (or Parquet) file into a :class:`Table`.
+@dataclass(kw_only=True)
+class ReadOptions:
+    """How a labeled file or frame is read into a :class:`Table`: the options of
+    :func:`read_table`, of every command that reads data, and the part of a
+    tuning run's config (:class:`~anomtune.tuning.TuneConfig`) that says how
+    its data is read.
 
-    Parameters
+    Attributes
     ----------
-    path : str or Path
-        The file. ``.parquet`` files are read as Parquet, anything else as CSV.
     label : str, optional
         The label column. Without it the table has no labels.
     positive : optional
@@ -221,20 +206,17 @@ def read_table(
     features : list of str, optional
         Feature columns to use, in this order. Default: the columns whose
         inferred role is a feature (see :func:`anomtune.inputs.infer_roles`).
-    exclude, include : iterable of str
+    exclude, include : list of str
         Columns to leave out; columns to keep as features that inference
         would leave out.
     id_column : str, optional
         A column kept for output (scores are reported against it) but never
         used as a feature. Default: the first column inferred to be an id.
-    categorical : iterable of str
+    categorical : list of str
         Columns to treat as categorical even if their values look numeric.
-    roles : mapping of str to str, optional
+    roles : dict of str to str
         Roles to force, by column (``numeric``, ``boolean``, ``categorical``,
         ``timestamp``, ``id``, ``excluded``).
-    sep, decimal, encoding : str, optional
-        The CSV field separator (``"\\t"`` or ``"tab"`` mean a tab), decimal
-        mark and text encoding; each is sniffed from the file when not given.
     max_levels : int
         Text columns with more distinct values are left out.
     time_features : bool
@@ -243,60 +225,87 @@ def read_table(
         Drop rows without a label (counted) instead of refusing them.
     dedupe : bool
         Drop rows whose features and label repeat an earlier row's, before the split.
-
-    Returns
-    -------
-    Table
+    sep, decimal, encoding : str, optional
+        The CSV field separator (``"\\t"`` or ``"tab"`` mean a tab), decimal
+        mark and text encoding; each is sniffed from the file when not given.
     """
-    raw = inputs.read_source(path, sep=sep, decimal=decimal, encoding=encoding)
-    return _build_table(
-        raw,
-        label=label,
-        positive=positive,
-        features=features,
-        exclude=exclude,
-        id_column=id_column,
-        categorical=categorical,
-        include=include,
-        roles=roles,
-        max_levels=max_levels,
-        time_features=time_features,
-        drop_unlabeled=drop_unlabeled,
-        dedupe=dedupe,
+
+    label: str | None = None
+    positive: object = None
+    features: list[str] | None = None
+    exclude: list[str] = field(default_factory=list)
+    id_column: str | None = None
+    categorical: list[str] = field(default_factory=list)
+    include: list[str] = field(default_factory=list)
+    roles: dict[str, str] = field(default_factory=dict)
+    max_levels: int = MAX_LEVELS
+    time_features: bool = False
+    drop_unlabeled: bool = False
+    dedupe: bool = False
+    sep: str | None = None
+    decimal: str | None = None
+    encoding: str | None = None
+
+    def __post_init__(self):
+        # Any iterable is accepted; lists are what a config records.
+        if self.features is not None:
+            self.features = list(self.features)
+        self.exclude = list(self.exclude)
+        self.categorical = list(self.categorical)
+        self.include = list(self.include)
+        self.roles = dict(self.roles or {})
+
+    @classmethod
+    def names(cls) -> tuple[str, ...]:
+        return tuple(f.name for f in fields(ReadOptions))
+
+    @classmethod
+    def of(cls, options: Mapping) -> ReadOptions:
+        """The reading options among ``options`` (a config or a run summary's
+        ``config``); keys it lacks keep their defaults, so a run recorded before
+        an option existed reads as it did then."""
+        return cls(**{k: options[k] for k in cls.names() if options.get(k) is not None})
+
+    def reading(self) -> ReadOptions:
+        """Just these options (of a subclass such as a tuning config)."""
+        return ReadOptions.of(vars(self))
+
+
+def read_table(path: str | Path, options: ReadOptions | None = None, /, **kwargs) -> Table:
+    """Read a labeled CSV (or Parquet) file into a :class:`Table`.
+
+    ``path``: the file; ``.parquet`` files are read as Parquet, anything else
+    as CSV. The options (a :class:`ReadOptions`, or its attributes as keyword
+    arguments) say how: the label, which columns are features, the CSV dialect.
+    """
+    options = _options(options, kwargs)
+    raw = inputs.read_source(
+        path, sep=options.sep, decimal=options.decimal, encoding=options.encoding
     )
+    return _build_table(raw, options)
 
 
 def table_from_frame(
-    frame: pd.DataFrame,
-    *,
-    source: str | None = None,
-    **options,
+    frame: pd.DataFrame, options: ReadOptions | None = None, /, *, source=None, **kwargs
 ) -> Table:
-    """Build a :class:`Table` from a DataFrame; options as in :func:`read_table`.
-
-    Rows are taken in order; the frame's index is not used.
-    """
-    for name in ("sep", "decimal", "encoding"):
-        options.pop(name, None)
-    return _build_table(inputs.from_frame(frame, source=source), **options)
+    """Build a :class:`Table` from a DataFrame; options as in :func:`read_table`
+    (the CSV dialect has no say). Rows are taken in order; the index is not used."""
+    return _build_table(inputs.from_frame(frame, source=source), _options(options, kwargs))
 
 
-def _build_table(
-    raw: RawTable,
-    *,
-    label: str | None = None,
-    positive: object = None,
-    features: Sequence[str] | None = None,
-    exclude: Iterable[str] = (),
-    id_column: str | None = None,
-    categorical: Iterable[str] = (),
-    include: Iterable[str] = (),
-    roles: Mapping[str, str] | None = None,
-    max_levels: int = MAX_LEVELS,
-    time_features: bool = False,
-    drop_unlabeled: bool = False,
-    dedupe: bool = False,
-) -> Table:
+def _options(options: ReadOptions | None, kwargs: dict) -> ReadOptions:
+    if options is None:
+        unknown = sorted(set(kwargs) - set(ReadOptions.names()))
+        if unknown:
+            raise TypeError(f"unknown reading option(s): {', '.join(unknown)}")
+        return ReadOptions(**kwargs)
+    if kwargs:
+        raise TypeError("give the reading options as a ReadOptions or as keywords, not both")
+    return options
+
+
+def _build_table(raw: RawTable, options: ReadOptions) -> Table:
+    label = options.label
     where = raw.where
     if raw.frame.empty:
         raise DataError(f"{where}no data rows")
@@ -308,21 +317,21 @@ def _build_table(
         raise missing_column(label, list(raw.frame.columns), "label column", raw.source)
     locate = raw.locate
     if label is not None:
-        raw, dropped = _labeled_rows(raw, label, drop_unlabeled)
+        raw, dropped = _labeled_rows(raw, label, options.drop_unlabeled)
         if dropped:
             counts["unlabeled_dropped"] = dropped
             notes.append(f"dropped {dropped:,} row(s) without a label (--drop-unlabeled)")
     column_roles = inputs.infer_roles(
         raw,
         label=label,
-        id_column=id_column,
-        features=features,
-        exclude=exclude,
-        include=include,
-        categorical=categorical,
-        roles=roles,
-        max_levels=max_levels,
-        time_features=time_features,
+        id_column=options.id_column,
+        features=options.features,
+        exclude=options.exclude,
+        include=options.include,
+        categorical=options.categorical,
+        roles=options.roles,
+        max_levels=options.max_levels,
+        time_features=options.time_features,
     )
     decimal = raw.dialect.decimal if raw.dialect else "."
     spec = InputSpec.from_roles(column_roles, decimal)
@@ -336,13 +345,13 @@ def _build_table(
     labels = None
     positive_text = None
     if label is not None:
-        labels, positive_text = _parse_labels(raw.frame[label], label, positive, where)
+        labels, positive_text = _parse_labels(raw.frame[label], label, options.positive, where)
     keep = None
     duplicated = feature_frame.assign(__label__=labels).duplicated(keep="first").to_numpy()
     n_dupes = int(duplicated.sum())
     if n_dupes:
         counts["duplicate_rows"] = n_dupes
-        if dedupe:
+        if options.dedupe:
             keep = np.flatnonzero(~duplicated)
             counts["duplicates_dropped"] = n_dupes
             notes.append(
@@ -518,16 +527,8 @@ def split_rows(
     With the defaults this is exactly the benchmark protocol: seed ``s``
     gives the rows the reference baselines saw.
     """
-    from sklearn.model_selection import train_test_split
-
     labels = np.asarray(labels)
-    if not (0 < test_size < 1 and 0 < val_size < 1 and val_size + test_size < 1):
-        raise DataError(
-            f"val_size and test_size must be in (0, 1) and sum below 1 "
-            f"(got {val_size} and {test_size})"
-        )
-    if not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**32:
-        raise ConfigError(f"the split seed must be an integer in [0, 2**32 - 1], not {seed!r}")
+    _check_split(seed, val_size, test_size)
     _require_both_classes(labels, what)
     n_pos = int(labels.sum())
     n_neg = len(labels) - n_pos
@@ -537,17 +538,11 @@ def split_rows(
     )
     if min(n_pos, n_neg) < 3:
         raise DataError(too_few)
-    positions = np.arange(len(labels))
-    second = round(val_size / (1.0 - test_size), 12)
     try:
-        rest, test = train_test_split(
-            positions, test_size=test_size, stratify=labels, random_state=seed
-        )
-        train, val = train_test_split(
-            rest, test_size=second, stratify=labels[rest], random_state=seed
-        )
+        split = _two_steps(len(labels), labels, seed, val_size, test_size)
     except ValueError as exc:
         raise DataError(f"{too_few} ({first_line(exc)})") from exc
+    train, val, test = split.train, split.val, split.test
     # Rounding can leave a small part with one class only; every metric and
     # the threshold would then be undefined, so say so here.
     for part, rows in (("validation", val), ("test", test)):
@@ -559,15 +554,20 @@ def split_rows(
             )
     if int(labels[train].sum()) == len(train):
         raise DataError(f"{too_few}; with seed {seed} the training part has no normal rows")
-    return Split(train=train, val=val, test=test, seed=seed, val_size=val_size, test_size=test_size)
+    return split
 
 
 def split_unlabeled(
     n_rows: int, *, seed: int = 0, val_size: float = 0.2, test_size: float = 0.2
 ) -> Split:
     """Random train/validation/test split of rows without labels (same two steps)."""
-    from sklearn.model_selection import train_test_split
+    _check_split(seed, val_size, test_size)
+    if n_rows < 10:
+        raise DataError(f"too few rows to split: {n_rows}; anomtune needs at least 10")
+    return _two_steps(n_rows, None, seed, val_size, test_size)
 
+
+def _check_split(seed, val_size: float, test_size: float) -> None:
     if not (0 < test_size < 1 and 0 < val_size < 1 and val_size + test_size < 1):
         raise DataError(
             f"val_size and test_size must be in (0, 1) and sum below 1 "
@@ -575,22 +575,26 @@ def split_unlabeled(
         )
     if not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**32:
         raise ConfigError(f"the split seed must be an integer in [0, 2**32 - 1], not {seed!r}")
-    if n_rows < 10:
-        raise DataError(f"too few rows to split: {n_rows}; anomtune needs at least 10")
-    positions = np.arange(n_rows)
-    rest, test = train_test_split(positions, test_size=test_size, random_state=seed)
+
+
+def _two_steps(n_rows: int, labels, seed, val_size: float, test_size: float) -> Split:
+    """The test rows first, then the validation rows as their share of the rest
+    (stratified by ``labels`` unless None)."""
+    from sklearn.model_selection import train_test_split
+
+    rest, test = train_test_split(
+        np.arange(n_rows), test_size=test_size, stratify=labels, random_state=seed
+    )
     train, val = train_test_split(
-        rest, test_size=round(val_size / (1.0 - test_size), 12), random_state=seed
+        rest,
+        test_size=round(val_size / (1.0 - test_size), 12),
+        stratify=labels[rest] if labels is not None else None,
+        random_state=seed,
     )
-    return Split(
-        train=train,
-        val=val,
-        test=test,
-        seed=seed,
-        val_size=val_size,
-        test_size=test_size,
-        method="random train_test_split, test first (no labels)",
-    )
+    method = "stratified train_test_split, test first"
+    if labels is None:
+        method = "random train_test_split, test first (no labels)"
+    return Split(train, val, test, seed, val_size, test_size, method)
 
 
 def training_rows(positions: np.ndarray, labels: np.ndarray | None, train_on: str = "normal"):

@@ -195,8 +195,13 @@ def replace_dir(staged: str | Path, target: str | Path) -> None:
 
 def fsync_dir(folder: str | Path) -> None:
     """Make a rename in ``folder`` durable (a no-op where folders cannot be opened)."""
+    _fsync(folder)
+
+
+def _fsync(path: str | Path) -> None:
+    """fsync one file or folder; one that cannot be opened or synced is passed over."""
     try:
-        fd = os.open(folder, os.O_RDONLY)
+        fd = os.open(path, os.O_RDONLY)
     except OSError:
         return
     try:
@@ -212,18 +217,8 @@ def _fsync_tree(folder: Path) -> None:
     for root, _dirs, names in os.walk(folder, topdown=False):
         for name in names:
             path = os.path.join(root, name)
-            if os.path.islink(path):
-                continue
-            try:
-                fd = os.open(path, os.O_RDONLY)
-            except OSError:
-                continue
-            try:
-                os.fsync(fd)
-            except OSError:
-                pass
-            finally:
-                os.close(fd)
+            if not os.path.islink(path):
+                _fsync(path)
         fsync_dir(root)
 
 

@@ -778,7 +778,7 @@ def time_part(stamps: pd.Series, part: str) -> np.ndarray:
     if part == "hour":
         values = dt.hour + dt.minute / 60.0
     elif part == "weekday":
-        values = dt.weekday
+        values = dt.day_of_week
     elif part == "day":
         values = dt.day
     else:

@@ -193,8 +193,7 @@ class RunFolder:
         ``data``: the data file if it has moved, or the table itself (a run
         tuned on a DataFrame has no file to read again).
         """
-        from anomtune.data import Table, read_table
-        from anomtune.tuning.config import read_options
+        from anomtune.data import ReadOptions, Table, read_table
 
         if isinstance(data, Table):
             table, path = data, data.source or "the given table"
@@ -208,7 +207,7 @@ class RunFolder:
                 raise ConfigError(
                     f"the run's data file {path} is not there; give its current path with --data"
                 )
-            table = read_table(path, **read_options(self.summary.config))
+            table = read_table(path, ReadOptions.of(self.summary.config))
         recorded = self.summary.fingerprint
         if table.fingerprint != recorded:
             raise DataError(

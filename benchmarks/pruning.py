@@ -53,7 +53,8 @@ from quality import (
 )
 
 from anomtune.space import default_space
-from anomtune.tuning import DEFAULT_PRUNER, PRUNERS, pruner_settings
+from anomtune.tuning import pruner_settings
+from anomtune.tuning.config import DEFAULT_PRUNER, PRUNERS
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_OUT = HERE / "results" / "pruning.csv"

@@ -38,7 +38,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from pruning import EPOCHS
 from quality import markdown
 
-from anomtune.tuning import DEFAULT_PRUNER, make_pruner
+from anomtune.tuning import make_pruner
+from anomtune.tuning.config import DEFAULT_PRUNER
 
 SETTINGS = (
     "default",

@@ -73,7 +73,7 @@ def _trial_progress(hidden: bool) -> Progress:
 @data_options
 @click.option(
     "--metric",
-    type=LibraryChoice("anomtune.tuning:METRICS"),
+    type=LibraryChoice("anomtune.tuning.config:METRICS"),
     default="auc-roc",
     show_default=True,
     help="Validation metric to maximise (F1 at its best threshold).",
@@ -92,14 +92,14 @@ def _trial_progress(hidden: bool) -> Progress:
 )
 @click.option(
     "--sampler",
-    type=LibraryChoice("anomtune.tuning:SAMPLERS"),
+    type=LibraryChoice("anomtune.tuning.config:SAMPLERS"),
     default="tpe",
     show_default=True,
     help="Search strategy: TPE, random, grid, Gaussian-process BO, CMA-ES or quasi-Monte Carlo.",
 )
 @click.option(
     "--pruner",
-    type=LibraryChoice("anomtune.tuning:PRUNERS"),
+    type=LibraryChoice("anomtune.tuning.config:PRUNERS"),
     default="median",
     show_default=True,
     help="Stop weak trials early: median (below the median of earlier trials at the "

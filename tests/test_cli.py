@@ -501,7 +501,7 @@ def test_tune_defaults_are_the_librarys():
 
 
 def test_an_unknown_choice_names_the_librarys_choices(tmp_path, capsys):
-    from anomtune.tuning import SAMPLERS
+    from anomtune.tuning.config import SAMPLERS
 
     path = good_csv(tmp_path)
     with pytest.raises(SystemExit):

@@ -36,7 +36,8 @@ from conftest import write_planted
 from anomtune.cli import main
 from anomtune.registry import Registry
 from anomtune.registry._registry import ALIAS_PAUSE_POINTS, TEST_PAUSE_ENV
-from anomtune.tuning import PATIENCE, open_storage
+from anomtune.tuning import open_storage
+from anomtune.tuning.config import PATIENCE
 from tests.test_registry import kill_paused, subprocess_env
 
 # Trials long enough to be caught running: small batches, many epochs, no pruner

@@ -47,7 +47,7 @@ def test_every_sampler_runs_end_to_end(workdir, capsys, sampler):
 
 def test_command_line_pruner_default_is_the_measured_one():
     from anomtune.cli.tune import tune_command
-    from anomtune.tuning import DEFAULT_PRUNER, PRUNERS, TuneConfig
+    from anomtune.tuning.config import DEFAULT_PRUNER, PRUNERS, TuneConfig
 
     (option,) = [p for p in tune_command.params if p.name == "pruner"]
     assert option.default == DEFAULT_PRUNER == TuneConfig(data="x.csv").pruner

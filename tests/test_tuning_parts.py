@@ -23,7 +23,8 @@ from anomtune.errors import ConfigError, DataError
 from anomtune.pipeline import check_param_names, new_detector
 from anomtune.run import FORMAT, RunFolder, RunSummary, TrialRecord
 from anomtune.space import default_space
-from anomtune.tuning import PRUNERS, make_pruner, pruner_settings, refine_trials, select_best
+from anomtune.tuning import make_pruner, pruner_settings, refine_trials, select_best
+from anomtune.tuning.config import PRUNERS
 from anomtune.tuning.objective import EpochTracker
 
 ROOT = Path(__file__).resolve().parent.parent

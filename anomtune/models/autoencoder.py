@@ -10,15 +10,18 @@ from torch import nn
 
 from anomtune.models.blocks import mlp
 
-__all__ = ["MLPAutoencoder"]
+__all__ = ["MLPAutoencoder", "MirroredAutoencoder"]
 
 
-class MLPAutoencoder(nn.Module):
-    """Encoder ``n_features -> hidden... -> latent`` and a mirrored decoder.
+class MirroredAutoencoder(nn.Module):
+    """An encoder ``n_features -> hidden... -> latent`` (built by the subclass's
+    :meth:`build_encoder`) and the decoder mirroring it.
 
-    The bottleneck is linear; hidden layers use ``activation`` with optional
-    batch norm and dropout. ``output_activation="sigmoid"`` bounds the
-    reconstruction to [0, 1] for min-max scaled inputs.
+    Hidden layers use ``activation`` with optional batch norm and dropout
+    (``layers``: :func:`~anomtune.models.blocks.mlp`'s ``activation``,
+    ``dropout`` and ``batch_norm``). ``output_activation="sigmoid"`` bounds
+    the reconstruction to [0, 1] for min-max scaled inputs. The encoder is
+    built first (the order in which layers draw their initial weights).
     """
 
     def __init__(
@@ -27,35 +30,33 @@ class MLPAutoencoder(nn.Module):
         hidden_sizes: Sequence[int],
         latent_dim: int,
         *,
-        activation: str = "relu",
-        dropout: float = 0.0,
-        batch_norm: bool = False,
         output_activation: str = "identity",
+        **layers,
     ):
         super().__init__()
         hidden = list(hidden_sizes)
-        self.encoder = mlp(
-            [n_features, *hidden, latent_dim],
-            activation=activation,
-            dropout=dropout,
-            batch_norm=batch_norm,
-            last_activation=False,
-        )
+        self.build_encoder(n_features, hidden, latent_dim, layers)
         self.decoder = mlp(
-            [latent_dim, *reversed(hidden), n_features],
-            activation=activation,
-            dropout=dropout,
-            batch_norm=batch_norm,
-            last_activation=False,
+            [latent_dim, *reversed(hidden), n_features], **layers, last_activation=False
         )
         self.output_activation = output_activation
 
-    def encode(self, x: torch.Tensor) -> torch.Tensor:
-        return self.encoder(x)
+    def build_encoder(self, n_features: int, hidden: list[int], latent_dim: int, layers: dict):
+        raise NotImplementedError
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         out = self.decoder(z)
         return torch.sigmoid(out) if self.output_activation == "sigmoid" else out
+
+
+class MLPAutoencoder(MirroredAutoencoder):
+    """The plain autoencoder: an MLP encoder with a linear bottleneck."""
+
+    def build_encoder(self, n_features: int, hidden: list[int], latent_dim: int, layers: dict):
+        self.encoder = mlp([n_features, *hidden, latent_dim], **layers, last_activation=False)
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        return self.encoder(x)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         z = self.encode(x)

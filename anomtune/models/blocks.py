@@ -48,7 +48,7 @@ def dropout_noise(x: torch.Tensor, p: float) -> torch.Tensor:
 def mlp(
     sizes: Sequence[int],
     *,
-    activation: str,
+    activation: str = "relu",
     dropout: float = 0.0,
     batch_norm: bool = False,
     last_activation: bool = True,

@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import torch
 from torch import nn
 
+from anomtune.models.autoencoder import MirroredAutoencoder
 from anomtune.models.blocks import mlp
 
 __all__ = ["VariationalAutoencoder"]
 
 
-class VariationalAutoencoder(nn.Module):
+class VariationalAutoencoder(MirroredAutoencoder):
     """Encoder to the posterior mean and log-variance, decoder from a latent sample.
 
     Training samples ``z = mu + sigma * eps`` with noise drawn from the
@@ -20,44 +19,22 @@ class VariationalAutoencoder(nn.Module):
     decodes the posterior mean, so a score never changes between calls.
     """
 
-    def __init__(
-        self,
-        n_features: int,
-        hidden_sizes: Sequence[int],
-        latent_dim: int,
-        *,
-        activation: str = "relu",
-        dropout: float = 0.0,
-        batch_norm: bool = False,
-        output_activation: str = "identity",
-        beta: float = 1.0,
-    ):
-        super().__init__()
-        hidden = list(hidden_sizes)
+    def __init__(self, *shape, beta: float = 1.0, **options):
+        """``shape`` and ``options`` as :class:`MirroredAutoencoder`'s; ``beta``
+        weighs the KL term of the loss."""
+        super().__init__(*shape, **options)
+        self.beta = float(beta)
+
+    def build_encoder(self, n_features: int, hidden: list[int], latent_dim: int, layers: dict):
         width = hidden[-1] if hidden else n_features
-        self.body = mlp(
-            [n_features, *hidden], activation=activation, dropout=dropout, batch_norm=batch_norm
-        )
+        self.body = mlp([n_features, *hidden], **layers)
         self.mu = nn.Linear(width, latent_dim)
         self.logvar = nn.Linear(width, latent_dim)
-        self.decoder = mlp(
-            [latent_dim, *reversed(hidden), n_features],
-            activation=activation,
-            dropout=dropout,
-            batch_norm=batch_norm,
-            last_activation=False,
-        )
-        self.output_activation = output_activation
-        self.beta = float(beta)
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         h = self.body(x)
         # Clamped so that exp() cannot overflow on a wild input row.
         return self.mu(h), self.logvar(h).clamp(-30.0, 20.0)
-
-    def decode(self, z: torch.Tensor) -> torch.Tensor:
-        out = self.decoder(z)
-        return torch.sigmoid(out) if self.output_activation == "sigmoid" else out
 
     def forward(
         self, x: torch.Tensor, generator: torch.Generator | None = None

@@ -13,15 +13,7 @@ read-only), :mod:`~anomtune.tuning.factories` (samplers and pruners),
 from __future__ import annotations
 
 from anomtune.tuning.api import tune
-from anomtune.tuning.config import (
-    DEFAULT_PRUNER,
-    METRICS,
-    PATIENCE,
-    PRUNERS,
-    SAMPLERS,
-    SPACE_HEADER,
-    TuneConfig,
-)
+from anomtune.tuning.config import SPACE_HEADER, TuneConfig
 from anomtune.tuning.factories import make_pruner, make_sampler, pruner_settings
 from anomtune.tuning.refine import refine_space, refine_trials
 from anomtune.tuning.refit import select_best
@@ -33,12 +25,9 @@ from anomtune.tuning.storage import (
 )
 from anomtune.tuning.study import TuneResult, run_study, trial_rows
 
+# The names accepted (samplers, pruners, metrics) and the defaults are
+# anomtune.tuning.config's.
 __all__ = [
-    "DEFAULT_PRUNER",
-    "METRICS",
-    "PATIENCE",
-    "PRUNERS",
-    "SAMPLERS",
     "SPACE_HEADER",
     "TuneConfig",
     "TuneResult",

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import difflib
 import hashlib
-from collections.abc import Callable, Sequence
+import inspect
+from collections.abc import Callable
+from dataclasses import MISSING, fields
 from pathlib import Path
 
-from anomtune.errors import DataError
-from anomtune.inputs import MAX_LEVELS
-from anomtune.tuning.config import DEFAULT_PRUNER, PATIENCE, TuneConfig
+from anomtune.errors import ConfigError, DataError
+from anomtune.tuning.config import TuneConfig
 from anomtune.tuning.study import TuneResult, run_study
 
 __all__ = ["tune"]
@@ -17,54 +19,24 @@ __all__ = ["tune"]
 def tune(
     data,
     *,
-    label: str | None = None,
-    positive: object = None,
-    features: Sequence[str] | None = None,
-    exclude: Sequence[str] = (),
-    id_column: str | None = None,
-    categorical: Sequence[str] = (),
-    include: Sequence[str] = (),
-    roles: dict[str, str] | None = None,
-    max_levels: int = MAX_LEVELS,
-    time_features: bool = False,
-    drop_unlabeled: bool = False,
-    dedupe: bool = False,
-    sep: str | None = None,
-    decimal: str | None = None,
-    encoding: str | None = None,
-    metric: str = "auc-roc",
-    objectives: Sequence[str] | None = None,
-    tolerance: float = 0.005,
-    sampler: str = "tpe",
-    pruner: str = DEFAULT_PRUNER,
-    trials: int = 30,
-    timeout: float | None = None,
-    seed: int = 0,
-    workers: int = 1,
-    cv: int | None = None,
-    train_on: str = "normal",
-    space: str | Path | None = None,
-    enqueue: Sequence[dict] = (),
-    study: str | None = None,
-    storage: str | None = None,
-    workspace: str | Path = ".anomtune",
-    out: str | Path | None = None,
-    patience: int = PATIENCE,
     on_progress: Callable[[dict], None] | None = None,
     on_table: Callable | None = None,
     argv: list[str] | None = None,
+    **options,
 ) -> TuneResult:
     """Find the best autoencoder for ``data``, judged on labeled validation rows.
 
     ``data`` is a CSV or Parquet path, or a pandas DataFrame (written once to
     ``WORKSPACE/data/`` as Parquet, so that workers, the export and the report
-    read the same rows again). The options are those of ``anomtune tune``;
-    those that say how to read the data are :func:`anomtune.data.read_table`'s.
-    Returns a :class:`~anomtune.tuning.TuneResult`: ``best_params``,
-    ``metrics``, ``model`` (an :class:`~anomtune.model.AnomalyModel`),
-    ``export(path)``, ``register(name)`` and ``report(path)``. ``on_progress``
-    and ``on_table`` are :func:`~anomtune.tuning.run_study`'s; ``argv`` is the
-    command recorded in the summary.
+    read the same rows again). The options are those of ``anomtune tune``:
+    the attributes of :class:`~anomtune.tuning.TuneConfig` (``label``,
+    ``trials``, ``sampler``, ``seed``, ...; how to read the data is its
+    :class:`~anomtune.data.ReadOptions` part). Returns a
+    :class:`~anomtune.tuning.TuneResult`: ``best_params``, ``metrics``,
+    ``model`` (an :class:`~anomtune.model.AnomalyModel`), ``export(path)``,
+    ``register(name)`` and ``report(path)``. ``on_progress`` and ``on_table``
+    are :func:`~anomtune.tuning.run_study`'s; ``argv`` is the command
+    recorded in the summary.
 
     Examples
     --------
@@ -72,46 +44,34 @@ def tune(
     >>> result = anomtune.tune("cardio.csv", label="is_anomaly", trials=5)  # doctest: +SKIP
     >>> result.export("cardio.onnx")  # doctest: +SKIP
     """
+    known = [f.name for f in fields(TuneConfig) if f.name != "data"]
+    for name in options:
+        if name not in known:
+            close = difflib.get_close_matches(name, known, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise ConfigError(f"tune() has no option {name!r}{hint}")
     if not isinstance(data, (str, Path)):
         # The default study name is the file's, so named by the frame's content.
-        data = _frame_file(data, Path(workspace))
-    config = TuneConfig(
-        data=str(data),
-        label=label,
-        positive=positive,
-        features=list(features) if features is not None else None,
-        exclude=list(exclude),
-        id_column=id_column,
-        categorical=list(categorical),
-        include=list(include),
-        roles=dict(roles or {}),
-        max_levels=max_levels,
-        time_features=time_features,
-        drop_unlabeled=drop_unlabeled,
-        dedupe=dedupe,
-        sep=sep,
-        decimal=decimal,
-        encoding=encoding,
-        metric=metric,
-        objectives=list(objectives) if objectives is not None else None,
-        tolerance=tolerance,
-        sampler=sampler,
-        pruner=pruner,
-        trials=trials,
-        timeout=timeout,
-        seed=seed,
-        workers=workers,
-        cv=cv,
-        train_on=train_on,
-        space=str(space) if space is not None else None,
-        enqueue=list(enqueue),
-        study=study,
-        storage=storage,
-        workspace=str(workspace),
-        out=str(out) if out is not None else None,
-        patience=patience,
-    )
+        data = _frame_file(data, Path(options.get("workspace", ".anomtune")))
+    config = TuneConfig(data=data, **options)
     return run_study(config, on_progress=on_progress, on_table=on_table, argv=argv)
+
+
+def _signature() -> inspect.Signature:
+    """``tune``'s signature as help() and editors show it: every config option."""
+    keyword = inspect.Parameter.KEYWORD_ONLY
+    params = [inspect.Parameter("data", inspect.Parameter.POSITIONAL_OR_KEYWORD)]
+    for f in fields(TuneConfig):
+        if f.name == "data":
+            continue
+        default = f.default if f.default is not MISSING else f.default_factory()
+        params.append(inspect.Parameter(f.name, keyword, default=default, annotation=f.type))
+    for name in ("on_progress", "on_table", "argv"):
+        params.append(inspect.Parameter(name, keyword, default=None))
+    return inspect.Signature(params, return_annotation="TuneResult")
+
+
+tune.__signature__ = _signature()
 
 
 def _frame_file(frame, workspace: Path) -> Path:

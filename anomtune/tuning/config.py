@@ -4,21 +4,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from anomtune.data import Table, read_table
+from anomtune.data import ReadOptions, Table, read_table
 from anomtune.errors import ConfigError
-from anomtune.inputs import MAX_LEVELS
 
 __all__ = [
     "DEFAULT_PRUNER",
     "METRICS",
     "PATIENCE",
     "PRUNERS",
-    "READ_OPTIONS",
     "SAMPLERS",
     "SECONDARY",
     "SPACE_HEADER",
     "TuneConfig",
-    "read_options",
 ]
 
 SAMPLERS = ("grid", "random", "tpe", "gp", "cmaes", "qmc")
@@ -36,26 +33,15 @@ SPACE_HEADER = (
 )
 
 
-@dataclass
-class TuneConfig:
-    """Everything a tuning run depends on; recorded with its results."""
+@dataclass(kw_only=True)
+class TuneConfig(ReadOptions):
+    """Everything a tuning run depends on; recorded with its results.
+
+    How the data is read are the :class:`~anomtune.data.ReadOptions` it
+    extends; the rest says how the study runs.
+    """
 
     data: str
-    label: str | None = None
-    positive: str | None = None
-    features: list[str] | None = None
-    exclude: list[str] = field(default_factory=list)
-    id_column: str | None = None
-    categorical: list[str] = field(default_factory=list)
-    include: list[str] = field(default_factory=list)
-    roles: dict[str, str] = field(default_factory=dict)
-    max_levels: int = MAX_LEVELS
-    time_features: bool = False
-    drop_unlabeled: bool = False
-    dedupe: bool = False
-    sep: str | None = None
-    decimal: str | None = None
-    encoding: str | None = None
     metric: str = "auc-roc"
     objectives: list[str] | None = None
     tolerance: float = 0.005
@@ -75,8 +61,18 @@ class TuneConfig:
     out: str | None = None
     patience: int = PATIENCE
 
+    def __post_init__(self):
+        super().__post_init__()
+        self.data = str(self.data)
+        for name in ("space", "workspace", "out"):
+            if getattr(self, name) is not None:
+                setattr(self, name, str(getattr(self, name)))
+        if self.objectives is not None:
+            self.objectives = list(self.objectives)
+        self.enqueue = list(self.enqueue)
+
     def read(self) -> Table:
-        return read_table(self.data, **read_options(vars(self)))
+        return read_table(self.data, self.reading())
 
     def directions(self, labeled: bool) -> list[str]:
         """Optuna's study directions: maximise the metric, minimise a cost or a loss."""
@@ -124,36 +120,3 @@ class TuneConfig:
                 )
             if self.cv is not None:
                 raise ConfigError("--objectives cannot be combined with --cv")
-
-
-#: The config keys that say how the data is read: ``read_table``'s arguments.
-READ_OPTIONS = (
-    "label",
-    "positive",
-    "features",
-    "exclude",
-    "id_column",
-    "categorical",
-    "include",
-    "roles",
-    "max_levels",
-    "time_features",
-    "drop_unlabeled",
-    "dedupe",
-    "sep",
-    "decimal",
-    "encoding",
-)
-
-
-def read_options(config: dict) -> dict:
-    """The :func:`~anomtune.data.read_table` arguments recorded in a config dict.
-
-    Also reads the ``config`` section of a run summary, whose keys are
-    :class:`TuneConfig`'s; keys a summary does not have keep their defaults
-    (a run recorded before a reading option existed reads as it did then).
-    """
-    out = {k: config[k] for k in READ_OPTIONS if config.get(k) is not None}
-    for key in ("exclude", "categorical", "include"):
-        out[key] = out.get(key) or ()
-    return out
