@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from anomtune.cli.options import LibraryChoice, json_option, registry_options
+from anomtune.cli.options import choice_option, json_option, registry_options
 from anomtune.cli.output import (
     metric_text,
     param_text,
@@ -362,11 +362,10 @@ def compare_command(name, a, b, registry, registry_files, as_json):
     is_flag=True,
     help="Require the candidate to beat the alias's current holder on --data (by --metric).",
 )
-@click.option(
+@choice_option(
     "--metric",
-    type=LibraryChoice("anomtune.registry._gate:METRICS"),
+    "anomtune.registry._gate:METRICS",
     default="auc-pr",
-    show_default=True,
     help="Metric --if-better compares (F1 at each model's own threshold).",
 )
 @click.option(

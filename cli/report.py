@@ -6,17 +6,14 @@ from pathlib import Path
 
 import click
 
+from anomtune.cli.options import output_option
+
 __all__ = ["report_command"]
 
 
 @click.command("report")
 @click.argument("run_dir", type=click.Path(file_okay=False))
-@click.option(
-    "-o",
-    "--output",
-    type=click.Path(dir_okay=False),
-    help="Where to write the HTML file (default: RUN_DIR/report.html).",
-)
+@output_option("Where to write the HTML file (default: RUN_DIR/report.html).")
 @click.option(
     "--data",
     type=click.Path(dir_okay=False),

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import click
 
-from anomtune.cli.options import registry_options, with_csv_options
+from anomtune.cli.options import (
+    json_option,
+    output_option,
+    quiet_option,
+    registry_options,
+    with_csv_options,
+)
 from anomtune.cli.output import Progress, print_json, print_metrics, threshold_text
 
 __all__ = ["score_command"]
@@ -22,12 +28,12 @@ def _rate(hidden: bool) -> Progress:
 @click.command("score")
 @click.argument("model")
 @click.argument("data")
-@click.option(
-    "-o",
-    "--output",
+@output_option(
+    "Output CSV or .parquet file; - writes CSV to stdout.",
+    # A folder with --dask: the option is checked by the command, not by click.
+    type=click.STRING,
     default="-",
     show_default=True,
-    help="Output CSV or .parquet file; - writes CSV to stdout.",
 )
 @click.option(
     "--id-column",
@@ -69,13 +75,8 @@ def _rate(hidden: bool) -> Progress:
     "cluster (its address, 'local' or 'local:N'); one output per file in the folder -o. "
     "Needs anomtune[dask].",
 )
-@click.option("--quiet", is_flag=True, help="No progress bar.")
-@click.option(
-    "--json",
-    "as_json",
-    is_flag=True,
-    help="Print the run summary as JSON (on stderr, since stdout may carry the scores).",
-)
+@quiet_option
+@json_option("the run summary", " (on stderr, since stdout may carry the scores)")
 def score_command(
     model,
     data,

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import click
 
+from anomtune.cli.options import json_option, output_option
+
 __all__ = ["space_command"]
 
 
@@ -29,13 +31,8 @@ __all__ = ["space_command"]
     type=click.Path(file_okay=False),
     help="Narrow the space of a finished run around its best quarter of trials.",
 )
-@click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write here, not stdout.")
-@click.option(
-    "--json",
-    "as_json",
-    is_flag=True,
-    help="Print the space as JSON instead of TOML (-o still writes the TOML file).",
-)
+@output_option("Write here, not stdout.")
+@json_option("the space", " instead of TOML (-o still writes the TOML file)")
 def space_command(data_path, label, n_features, run_dir, output, as_json):
     """Print a search space as an editable TOML file for 'anomtune tune --space'.
 

@@ -11,10 +11,12 @@ import click
 
 from anomtune.cli.columns import print_roles
 from anomtune.cli.options import (
-    LibraryChoice,
+    check_output_file,
+    choice_option,
     data_options,
     debug_requested,
     json_option,
+    quiet_option,
     registry_options,
     split_names,
     storage_options,
@@ -71,11 +73,10 @@ def _trial_progress(hidden: bool) -> Progress:
 
 @click.command("tune")
 @data_options
-@click.option(
+@choice_option(
     "--metric",
-    type=LibraryChoice("anomtune.tuning:METRICS"),
+    "anomtune.tuning:METRICS",
     default="auc-roc",
-    show_default=True,
     help="Validation metric to maximise (F1 at its best threshold).",
 )
 @click.option(
@@ -90,18 +91,16 @@ def _trial_progress(hidden: bool) -> Progress:
     show_default=True,
     help="With --objectives: the cheapest trial within this much of the best metric wins.",
 )
-@click.option(
+@choice_option(
     "--sampler",
-    type=LibraryChoice("anomtune.tuning:SAMPLERS"),
+    "anomtune.tuning:SAMPLERS",
     default="tpe",
-    show_default=True,
     help="Search strategy: TPE, random, grid, Gaussian-process BO, CMA-ES or quasi-Monte Carlo.",
 )
-@click.option(
+@choice_option(
     "--pruner",
-    type=LibraryChoice("anomtune.tuning:PRUNERS"),
+    "anomtune.tuning:PRUNERS",
     default="median",
-    show_default=True,
     help="Stop weak trials early: median (below the median of earlier trials at the "
     "same epoch, from epoch 5 and trial 6 on); sha, successive halving (at epochs 4, "
     "16 and 64 a trial goes on only if it is in the best quarter of the trials that "
@@ -149,7 +148,7 @@ def _trial_progress(hidden: bool) -> Progress:
     type=click.Path(dir_okay=False),
     help="Write the run's HTML report here at the end (see 'anomtune report').",
 )
-@click.option("--quiet", is_flag=True, help="No progress bar.")
+@quiet_option
 @json_option("the summary")
 def tune_command(
     data,
@@ -292,10 +291,7 @@ def _check_report_path(path: Path, data: str) -> None:
             "--report needs the data in a file, not standard input "
             "(write the report later with 'anomtune report RUN_DIR --data FILE')"
         )
-    if path.is_dir():
-        raise ConfigError(f"--report {path}: is a folder; give a file name")
-    if not path.parent.is_dir():
-        raise ConfigError(f"--report {path}: no folder {path.parent} to write it in")
+    check_output_file("--report", path)
 
 
 def _print_summary(summary: dict, out) -> None:
