@@ -23,6 +23,7 @@ __all__ = [
     "choice_option",
     "data_options",
     "debug_requested",
+    "file_option",
     "json_option",
     "output_option",
     "parse_params",
@@ -30,6 +31,7 @@ __all__ = [
     "read_kwargs",
     "registry_options",
     "split_names",
+    "storage_option",
     "storage_options",
     "train_on_option",
     "with_csv_options",
@@ -265,11 +267,14 @@ def json_option(what: str = "the result", detail: str = "") -> Callable:
 quiet_option = click.option("--quiet", is_flag=True, help="No progress bar.")
 
 
+def file_option(*names: str, help: str, **kwargs) -> Callable:
+    """An option that names a file (not a folder), unless ``type`` says otherwise."""
+    return click.option(*names, **{"type": click.Path(dir_okay=False), **kwargs}, help=help)
+
+
 def output_option(help: str, **kwargs) -> Callable:
-    """``-o``/``--output``: the file a command writes (by default a file, not a folder)."""
-    return click.option(
-        "-o", "--output", **{"type": click.Path(dir_okay=False), **kwargs}, help=help
-    )
+    """``-o``/``--output``: the file a command writes."""
+    return file_option("-o", "--output", help=help, **kwargs)
 
 
 def check_output_file(option: str, path: Path) -> None:
@@ -306,20 +311,24 @@ def registry_options(
     )
 
 
+def storage_option(help: str) -> Callable:
+    """``--storage``: an Optuna storage, a journal file or a database URL."""
+    return click.option("--storage", metavar="PATH|URL", help=help)
+
+
 def storage_options(func: Callable) -> Callable:
     """``--storage`` and ``--workspace``: where the Optuna studies are."""
-    func = click.option(
+    storage = storage_option(
+        "Optuna storage: a journal file path or a database URL "
+        "(default: WORKSPACE/studies.journal)."
+    )
+    workspace = click.option(
         "--workspace",
         default=".anomtune",
         show_default=True,
         help="Folder of the default storage.",
-    )(func)
-    return click.option(
-        "--storage",
-        metavar="PATH|URL",
-        help="Optuna storage: a journal file path or a database URL "
-        "(default: WORKSPACE/studies.journal).",
-    )(func)
+    )
+    return apply_options([storage, workspace])(func)
 
 
 train_on_option = click.option(

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from anomtune.cli.options import choice_option, json_option, registry_options
+from anomtune.cli.options import choice_option, file_option, json_option, registry_options
 from anomtune.cli.output import (
     metric_text,
     param_text,
@@ -106,10 +106,9 @@ def registry_group() -> None:
     help="Model name: lowercase letters, digits, '-', '_' (default for RUN_DIR: made from "
     "the name of the data file it was tuned on, as 'tune --register' does).",
 )
-@click.option(
+@file_option(
     "--onnx",
     "onnx_file",
-    type=click.Path(dir_okay=False),
     help="Register this exported anomtune .onnx file instead of a run folder.",
 )
 @click.option("--description", default="", help="What this version is.")
@@ -375,7 +374,7 @@ def compare_command(name, a, b, registry, registry_files, as_json):
     metavar="METRIC=VALUE",
     help="A floor the candidate must reach on --data, e.g. auc-pr=0.8 (repeatable).",
 )
-@click.option("--data", type=click.Path(dir_okay=False), help="Labeled CSV for the gate.")
+@file_option("--data", help="Labeled CSV for the gate.")
 @click.option("--label", metavar="COLUMN", help="Label column of --data.")
 @click.option("--positive", metavar="VALUE", help="Label value that marks an anomaly.")
 @click.option("--sep", default=None, help="CSV field separator of --data (default: sniffed).")

@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import click
 
-from anomtune.cli.options import json_option, output_option
+from anomtune.cli.options import file_option, json_option, output_option
 
 __all__ = ["space_command"]
 
 
 @click.command("space")
-@click.option(
+@file_option(
     "--data",
     "data_path",
-    type=click.Path(dir_okay=False),
     help="Size widths and the bottleneck to this CSV's columns.",
 )
 @click.option("--label", metavar="COLUMN", help="With --data: the label column, not a feature.")

@@ -15,6 +15,7 @@ from anomtune.cli.options import (
     choice_option,
     data_options,
     debug_requested,
+    file_option,
     json_option,
     quiet_option,
     registry_options,
@@ -116,10 +117,9 @@ def _trial_progress(hidden: bool) -> Progress:
 )
 @click.option("--cv", type=int, help="Select with K-fold cross-validation on train+validation.")
 @train_on_option
-@click.option(
+@file_option(
     "--space",
     "space_file",
-    type=click.Path(dir_okay=False),
     help="TOML file overriding the search space (see 'anomtune space').",
 )
 @click.option(
@@ -142,10 +142,9 @@ def _trial_progress(hidden: bool) -> Progress:
     "(--register alone: a name made from DATA's file name).",
 )
 @registry_options("for --register")
-@click.option(
+@file_option(
     "--report",
     "report_path",
-    type=click.Path(dir_okay=False),
     help="Write the run's HTML report here at the end (see 'anomtune report').",
 )
 @quiet_option
