@@ -34,7 +34,7 @@ def export_command(run_dir, output, as_json):
     from anomtune.export import export_run
 
     target = Path(output) if output else Path(run_dir) / "model.onnx"
-    if output:
+    if output:  # checked before the export's work, not after it
         check_output_file("--output", target)
     data, info = export_run(run_dir, target)
     parity = info["parity"]

@@ -37,7 +37,7 @@ def _with_rate(quiet: bool, score: Callable, *args, **kwargs):
 @click.argument("data")
 @output_option(
     "Output CSV or .parquet file; - writes CSV to stdout.",
-    # A folder with --dask: the option is checked by the command, not by click.
+    # Text, not a file path: '-' for stdout, and a folder with --dask (checked by the command).
     type=click.STRING,
     default="-",
     show_default=True,
