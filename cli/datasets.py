@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from anomtune.cli.options import json_option
+from anomtune.cli.options import json_option, output_option
 from anomtune.cli.output import print_json, print_table
 
 __all__ = ["bundled_datasets", "datasets_command", "datasets_folder"]
@@ -105,11 +105,9 @@ def _complete_name(ctx, param, incomplete: str) -> list[str]:
 
 @click.command("datasets")
 @click.argument("name", required=False, shell_complete=_complete_name)
-@click.option(
-    "-o",
-    "--output",
+@output_option(
+    "Write data set NAME to this file (- for stdout).",
     type=click.Path(dir_okay=False, allow_dash=True),
-    help="Write data set NAME to this file (- for stdout).",
 )
 @click.option(
     "--to",

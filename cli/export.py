@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from anomtune.cli.options import json_option
+from anomtune.cli.options import check_output_file, json_option, output_option
 from anomtune.cli.output import print_json
 
 __all__ = ["export_command"]
@@ -14,12 +14,7 @@ __all__ = ["export_command"]
 
 @click.command("export")
 @click.argument("run_dir", type=click.Path(file_okay=False))
-@click.option(
-    "-o",
-    "--output",
-    type=click.Path(dir_okay=False),
-    help="Where to write the .onnx file (default: RUN_DIR/model.onnx).",
-)
+@output_option("Where to write the .onnx file (default: RUN_DIR/model.onnx).")
 @json_option("the parity report")
 def export_command(run_dir, output, as_json):
     """Export the best model of RUN_DIR to ONNX: raw columns in, score out.
@@ -36,15 +31,11 @@ def export_command(run_dir, output, as_json):
     Example:
       anomtune export runs/cardio -o cardio.onnx
     """
-    from anomtune.errors import ConfigError
     from anomtune.export import export_run
 
     target = Path(output) if output else Path(run_dir) / "model.onnx"
-    # Checked before the export's work, not after it.
-    if output and target.is_dir():
-        raise ConfigError(f"--output {target}: is a folder; give a file name")
-    if output and not target.parent.is_dir():
-        raise ConfigError(f"--output {target}: no folder {target.parent} to write it in")
+    if output:  # checked before the export's work, not after it
+        check_output_file("--output", target)
     data, info = export_run(run_dir, target)
     parity = info["parity"]
     if as_json:

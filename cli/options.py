@@ -7,6 +7,7 @@ import importlib
 import json
 import logging
 from collections.abc import Callable
+from pathlib import Path
 
 import click
 
@@ -17,13 +18,20 @@ __all__ = [
     "CSV_OPTIONS",
     "LibraryChoice",
     "add_debug_option",
+    "apply_options",
+    "check_output_file",
+    "choice_option",
     "data_options",
     "debug_requested",
+    "file_option",
     "json_option",
+    "output_option",
     "parse_params",
+    "quiet_option",
     "read_kwargs",
     "registry_options",
     "split_names",
+    "storage_option",
     "storage_options",
     "train_on_option",
     "with_csv_options",
@@ -52,6 +60,27 @@ class LibraryChoice(click.Choice):
     def choices(self) -> tuple:  # type: ignore[override]
         module, _, name = self.where.partition(":")
         return tuple(getattr(importlib.import_module(module), name))
+
+
+def choice_option(name: str, where: str, *, default: str, help: str) -> Callable:
+    """An option that picks one of the library's tuple ``where`` (see LibraryChoice).
+
+    Its default is shown in --help, since the choice is the library's.
+    """
+    return click.option(
+        name, type=LibraryChoice(where), default=default, show_default=True, help=help
+    )
+
+
+def apply_options(options: list[Callable]) -> Callable:
+    """A decorator that gives a command each of ``options``, in --help in that order."""
+
+    def decorate(func: Callable) -> Callable:
+        for option in reversed(options):
+            func = option(func)
+        return func
+
+    return decorate
 
 
 # -- the data a command reads: DATA and how to read it ---------------------------------
@@ -152,9 +181,7 @@ _DATA_READING += CSV_OPTIONS
 
 def with_csv_options(func: Callable) -> Callable:
     """``--sep``, ``--decimal`` and ``--encoding`` for a command that reads a CSV file."""
-    for option in reversed(CSV_OPTIONS):
-        func = option(func)
-    return func
+    return apply_options(CSV_OPTIONS)(func)
 
 
 def _declared(options: list[Callable]) -> list[click.Parameter]:
@@ -182,11 +209,8 @@ def data_options(func: Callable) -> Callable:
 
     # wraps() shares func's list of click parameters; this command gets its own.
     command.__click_params__ = list(getattr(func, "__click_params__", []))
-    for option in reversed(
-        [click.argument("data", type=click.Path(dir_okay=False)), *_DATA_READING]
-    ):
-        command = option(command)
-    return command
+    data = click.argument("data", type=click.Path(dir_okay=False))
+    return apply_options([data, *_DATA_READING])(command)
 
 
 def read_kwargs(**values) -> dict:
@@ -235,46 +259,76 @@ def debug_requested(ctx: click.Context | None = None) -> bool:
     return bool((ctx.find_root().obj or {}).get("debug"))
 
 
-def json_option(what: str = "the result") -> Callable:
-    """``--json``: print ``what`` as JSON instead of text."""
-    return click.option("--json", "as_json", is_flag=True, help=f"Print {what} as JSON.")
+def json_option(what: str = "the result", detail: str = "") -> Callable:
+    """``--json``: print ``what`` as JSON instead of text; ``detail`` ends the help line."""
+    return click.option("--json", "as_json", is_flag=True, help=f"Print {what} as JSON{detail}.")
 
 
-def registry_options(purpose: str = "") -> Callable:
-    """``--registry`` and ``--registry-files``; ``purpose`` says what the registry is for."""
+quiet_option = click.option("--quiet", is_flag=True, help="No progress bar.")
 
-    def decorate(func: Callable) -> Callable:
-        func = click.option(
-            "--registry-files",
-            "registry_files",
-            metavar="DIR",
-            help="Folder of model files; required with a server database URL "
-            "[env: ANOMTUNE_REGISTRY_FILES; default: 'files' beside the SQLite database].",
-        )(func)
-        return click.option(
-            "--registry",
-            metavar="PATH|URL",
-            help=f"Model registry{' ' + purpose if purpose else ''}: a folder, SQLite file or "
-            "database URL [env: ANOMTUNE_REGISTRY; default: .anomtune/registry].",
-        )(func)
 
-    return decorate
+def file_option(*names: str, help: str, **kwargs) -> Callable:
+    """An option that names a file (not a folder), unless ``type`` says otherwise."""
+    return click.option(*names, **{"type": click.Path(dir_okay=False), **kwargs}, help=help)
+
+
+def output_option(help: str, **kwargs) -> Callable:
+    """``-o``/``--output``: the file a command writes."""
+    return file_option("-o", "--output", help=help, **kwargs)
+
+
+def check_output_file(option: str, path: Path) -> None:
+    """Refuse a file ``option`` names that could not be written, before the work that fills it."""
+    if path.is_dir():
+        raise ConfigError(f"{option} {path}: is a folder; give a file name")
+    if not path.parent.is_dir():
+        raise ConfigError(f"{option} {path}: no folder {path.parent} to write it in")
+
+
+def registry_options(
+    purpose: str = "", *, registry_help: str | None = None, files_help: str | None = None
+) -> Callable:
+    """``--registry`` and ``--registry-files``; ``purpose`` says what the registry is for.
+
+    ``registry_help`` and ``files_help`` replace the help texts where a command
+    reads the registry in its own way (``serve`` resolves references in it).
+    """
+    if registry_help is None:
+        registry_help = (
+            f"Model registry{' ' + purpose if purpose else ''}: a folder, SQLite file or "
+            "database URL [env: ANOMTUNE_REGISTRY; default: .anomtune/registry]."
+        )
+    if files_help is None:
+        files_help = (
+            "Folder of model files; required with a server database URL "
+            "[env: ANOMTUNE_REGISTRY_FILES; default: 'files' beside the SQLite database]."
+        )
+    return apply_options(
+        [
+            click.option("--registry", metavar="PATH|URL", help=registry_help),
+            click.option("--registry-files", "registry_files", metavar="DIR", help=files_help),
+        ]
+    )
+
+
+def storage_option(help: str) -> Callable:
+    """``--storage``: an Optuna storage, a journal file or a database URL."""
+    return click.option("--storage", metavar="PATH|URL", help=help)
 
 
 def storage_options(func: Callable) -> Callable:
     """``--storage`` and ``--workspace``: where the Optuna studies are."""
-    func = click.option(
+    storage = storage_option(
+        "Optuna storage: a journal file path or a database URL "
+        "(default: WORKSPACE/studies.journal)."
+    )
+    workspace = click.option(
         "--workspace",
         default=".anomtune",
         show_default=True,
         help="Folder of the default storage.",
-    )(func)
-    return click.option(
-        "--storage",
-        metavar="PATH|URL",
-        help="Optuna storage: a journal file path or a database URL "
-        "(default: WORKSPACE/studies.journal).",
-    )(func)
+    )
+    return apply_options([storage, workspace])(func)
 
 
 train_on_option = click.option(

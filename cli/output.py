@@ -21,7 +21,9 @@ __all__ = [
     "param_text",
     "print_fields",
     "print_json",
+    "print_listing",
     "print_metrics",
+    "print_result",
     "print_table",
     "threshold_text",
 ]
@@ -57,6 +59,14 @@ def print_json(payload: object, *, err: bool = False) -> None:
     """Print ``payload`` as standard JSON (non-finite numbers become null)."""
     text = json.dumps(_finite_or_none(payload), indent=2, sort_keys=True, default=str)
     click.echo(text, err=err)
+
+
+def print_result(payload: object, text: str, *, as_json: bool) -> None:
+    """A command's result: ``payload`` as JSON with --json, else the one line ``text``."""
+    if as_json:
+        print_json(payload)
+    else:
+        click.echo(text)
 
 
 def metric_text(value: object) -> str:
@@ -102,6 +112,25 @@ def print_table(
             for i, (cell, width) in enumerate(zip(line, widths, strict=True))
         ]
         click.echo((indent + "  ".join(cells)).rstrip(), err=err)
+
+
+def print_listing(
+    items: Sequence,
+    head: Sequence[str],
+    row: Callable[[object], Sequence[object]],
+    *,
+    as_json: bool,
+    empty: str | None = None,
+    right: Iterable[int] = (),
+) -> None:
+    """Results one by one: their ``to_dict()`` as a JSON list with --json, else a table
+    of one ``row(item)`` each, or the line ``empty`` when there are none."""
+    if as_json:
+        print_json([item.to_dict() for item in items])
+    elif not items and empty is not None:
+        click.echo(empty)
+    else:
+        print_table(head, [row(item) for item in items], right=right)
 
 
 def print_metrics(

@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 import click
 
-from anomtune.cli.options import LibraryChoice, json_option, registry_options
+from anomtune.cli.options import choice_option, file_option, json_option, registry_options
 from anomtune.cli.output import (
     metric_text,
     param_text,
     print_fields,
     print_json,
+    print_listing,
     print_metrics,
+    print_result,
     print_table,
     threshold_text,
 )
@@ -71,6 +74,16 @@ def _clip(text: str, width: int) -> str:
     return text[: width - 1] + "…" if len(text) > width else text
 
 
+def _alias_option(help: str) -> Callable:
+    """``--alias``: the alias a command moves, @champion unless told."""
+    return click.option("--alias", default="champion", show_default=True, help=help)
+
+
+def _reason_option(help: str = "Why, for the alias history.") -> Callable:
+    """``--reason``: the text the alias history keeps with a move."""
+    return click.option("--reason", default="", help=help)
+
+
 def _test_metric(info, key: str):
     metrics = info.metadata.get("metrics") or {}
     return (metrics.get("test") or {}).get(key)
@@ -106,10 +119,9 @@ def registry_group() -> None:
     help="Model name: lowercase letters, digits, '-', '_' (default for RUN_DIR: made from "
     "the name of the data file it was tuned on, as 'tune --register' does).",
 )
-@click.option(
+@file_option(
     "--onnx",
     "onnx_file",
-    type=click.Path(dir_okay=False),
     help="Register this exported anomtune .onnx file instead of a run folder.",
 )
 @click.option("--description", default="", help="What this version is.")
@@ -147,10 +159,8 @@ def register_command(
         else:
             info = register_run(reg, run_dir, name=name, description=description, tags=tag_map)
         where = reg.location.display
-    if as_json:
-        print_json(info.to_dict())
-        return
-    click.echo(f"registered {info.ref} (sha256 {info.sha256[:12]}…, {_size(info.size)}) in {where}")
+    text = f"registered {info.ref} (sha256 {info.sha256[:12]}…, {_size(info.size)}) in {where}"
+    print_result(info.to_dict(), text, as_json=as_json)
 
 
 @registry_group.command("list")
@@ -166,23 +176,19 @@ def list_command(registry, registry_files, as_json):
     with _open(registry, registry_files) as reg:
         models = reg.models()
         where = reg.location.display
-    if as_json:
-        print_json([m.to_dict() for m in models])
-        return
-    if not models:
-        click.echo(f"no models in {where}")
-        return
-    rows = [
-        [
+    print_listing(
+        models,
+        ["NAME", "LATEST", "ACTIVE/ALL", "ALIASES", "UPDATED"],
+        lambda m: [
             m.name,
             param_text(m.latest),
             f"{m.active}/{m.versions}",
             ", ".join(f"@{a}={v}" for a, v in m.aliases.items()) or "-",
             m.updated_at,
-        ]
-        for m in models
-    ]
-    print_table(["NAME", "LATEST", "ACTIVE/ALL", "ALIASES", "UPDATED"], rows)
+        ],
+        as_json=as_json,
+        empty=f"no models in {where}",
+    )
 
 
 @registry_group.command("show")
@@ -269,11 +275,10 @@ def versions_command(name, registry, registry_files, as_json):
     """
     with _open(registry, registry_files) as reg:
         infos = reg.versions(name)
-    if as_json:
-        print_json([i.to_dict() for i in infos])
-        return
-    rows = [
-        [
+    print_listing(
+        infos,
+        ["VERSION", "STATUS", "CREATED", "SHA256", "AUC-ROC", "AUC-PR", "ALIASES", "TAGS"],
+        lambda i: [
             str(i.version),
             i.status,
             i.created_at or "-",
@@ -282,12 +287,8 @@ def versions_command(name, registry, registry_files, as_json):
             metric_text(_test_metric(i, "auc_pr")),
             " ".join("@" + a for a in i.aliases) or "-",
             " ".join(f"{k}={v}" for k, v in i.tags.items()) or "-",
-        ]
-        for i in infos
-    ]
-    print_table(
-        ["VERSION", "STATUS", "CREATED", "SHA256", "AUC-ROC", "AUC-PR", "ALIASES", "TAGS"],
-        rows,
+        ],
+        as_json=as_json,
         right={0, 4, 5},
     )
 
@@ -356,17 +357,16 @@ def compare_command(name, a, b, registry, registry_files, as_json):
 @registry_group.command("promote")
 @click.argument("name")
 @click.argument("version", type=click.IntRange(min=1))
-@click.option("--alias", default="champion", show_default=True, help="The alias to move.")
+@_alias_option("The alias to move.")
 @click.option(
     "--if-better",
     is_flag=True,
     help="Require the candidate to beat the alias's current holder on --data (by --metric).",
 )
-@click.option(
+@choice_option(
     "--metric",
-    type=LibraryChoice("anomtune.registry._gate:METRICS"),
+    "anomtune.registry._gate:METRICS",
     default="auc-pr",
-    show_default=True,
     help="Metric --if-better compares (F1 at each model's own threshold).",
 )
 @click.option(
@@ -376,11 +376,11 @@ def compare_command(name, a, b, registry, registry_files, as_json):
     metavar="METRIC=VALUE",
     help="A floor the candidate must reach on --data, e.g. auc-pr=0.8 (repeatable).",
 )
-@click.option("--data", type=click.Path(dir_okay=False), help="Labeled CSV for the gate.")
+@file_option("--data", help="Labeled CSV for the gate.")
 @click.option("--label", metavar="COLUMN", help="Label column of --data.")
 @click.option("--positive", metavar="VALUE", help="Label value that marks an anomaly.")
 @click.option("--sep", default=None, help="CSV field separator of --data (default: sniffed).")
-@click.option("--reason", default="", help="Why, for the alias history.")
+@_reason_option()
 @registry_options()
 @json_option()
 def promote_command(
@@ -466,30 +466,26 @@ def history_command(name, alias, registry, registry_files, as_json):
     """
     with _open(registry, registry_files) as reg:
         moves = reg.history(name, alias)
-    if as_json:
-        print_json([m.to_dict() for m in moves])
-        return
-    if not moves:
-        click.echo(f"no alias moves for {name}")
-        return
-    rows = [
-        [
+    print_listing(
+        moves,
+        ["WHEN", "ALIAS", "ACTION", "FROM -> TO", "WHO", "REASON"],
+        lambda m: [
             m.at,
             "@" + m.alias,
             m.action,
             f"{param_text(m.from_version)} -> {param_text(m.to_version)}",
             m.who,
             m.reason or "-",
-        ]
-        for m in moves
-    ]
-    print_table(["WHEN", "ALIAS", "ACTION", "FROM -> TO", "WHO", "REASON"], rows)
+        ],
+        as_json=as_json,
+        empty=f"no alias moves for {name}",
+    )
 
 
 @registry_group.command("rollback")
 @click.argument("name")
-@click.option("--alias", default="champion", show_default=True, help="The alias to move back.")
-@click.option("--reason", default="", help="Why, for the alias history.")
+@_alias_option("The alias to move back.")
+@_reason_option()
 @registry_options()
 @json_option()
 def rollback_command(name, alias, reason, registry, registry_files, as_json):
@@ -504,10 +500,8 @@ def rollback_command(name, alias, reason, registry, registry_files, as_json):
     """
     with _open(registry, registry_files) as reg:
         move = reg.rollback(name, alias, reason=reason)
-    if as_json:
-        print_json(move.to_dict())
-        return
-    click.echo(f"{name}@{alias} -> version {move.to_version} (was {move.from_version})")
+    text = f"{name}@{alias} -> version {move.to_version} (was {move.from_version})"
+    print_result(move.to_dict(), text, as_json=as_json)
 
 
 @registry_group.command("tag")
@@ -531,11 +525,8 @@ def tag_command(ref, tags, remove, registry, registry_files, as_json):
     tag_map = _parse_tags(tags, "tag")
     with _open(registry, registry_files) as reg:
         info = reg.set_tags(ref, tag_map, remove)
-    if as_json:
-        print_json(info.to_dict())
-        return
     shown = " ".join(f"{k}={v}" for k, v in info.tags.items()) or "(no tags)"
-    click.echo(f"{info.ref}: {shown}")
+    print_result(info.to_dict(), f"{info.ref}: {shown}", as_json=as_json)
 
 
 @registry_group.command("archive")
@@ -555,16 +546,13 @@ def archive_command(ref, restore, registry, registry_files, as_json):
     """
     with _open(registry, registry_files) as reg:
         info = reg.set_status(ref, "active" if restore else "archived")
-    if as_json:
-        print_json(info.to_dict())
-        return
-    click.echo(f"{info.ref} is {info.status}")
+    print_result(info.to_dict(), f"{info.ref} is {info.status}", as_json=as_json)
 
 
 @registry_group.command("delete")
 @click.argument("ref")
 @click.option("--force", is_flag=True, help="Delete even if the version holds aliases.")
-@click.option("--reason", default="", help="Why, for the alias history (with --force).")
+@_reason_option("Why, for the alias history (with --force).")
 @registry_options()
 @json_option()
 def delete_command(ref, force, reason, registry, registry_files, as_json):
@@ -580,11 +568,9 @@ def delete_command(ref, force, reason, registry, registry_files, as_json):
     """
     with _open(registry, registry_files) as reg:
         info = reg.delete(ref, force=force, reason=reason)
-    if as_json:
-        print_json({"deleted": info.ref, "aliases_removed": info.aliases})
-        return
     removed = f" (removed {' '.join('@' + a for a in info.aliases)})" if info.aliases else ""
-    click.echo(f"deleted {info.ref}{removed}")
+    payload = {"deleted": info.ref, "aliases_removed": info.aliases}
+    print_result(payload, f"deleted {info.ref}{removed}", as_json=as_json)
 
 
 @registry_group.command("verify")

@@ -6,34 +6,25 @@ from pathlib import Path
 
 import click
 
+from anomtune.cli.options import file_option, output_option, storage_option
+
 __all__ = ["report_command"]
 
 
 @click.command("report")
 @click.argument("run_dir", type=click.Path(file_okay=False))
-@click.option(
-    "-o",
-    "--output",
-    type=click.Path(dir_okay=False),
-    help="Where to write the HTML file (default: RUN_DIR/report.html).",
-)
-@click.option(
+@output_option("Where to write the HTML file (default: RUN_DIR/report.html).")
+@file_option(
     "--data",
-    type=click.Path(dir_okay=False),
     help="The run's data file, if it has moved (its fingerprint must match the run's).",
 )
-@click.option(
-    "--storage",
-    metavar="PATH|URL",
-    help="The study's storage, if it has moved (default: the one the run recorded).",
-)
+@storage_option("The study's storage, if it has moved (default: the one the run recorded).")
 @click.option(
     "--top", type=int, default=10, show_default=True, help="How many top-scoring rows to list."
 )
-@click.option(
+@file_option(
     "--screenshot",
     "png",
-    type=click.Path(dir_okay=False),
     help="Also save a PNG of the whole page, taken with headless Chromium.",
 )
 def report_command(run_dir, output, data, storage, top, png):

@@ -2,32 +2,45 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import click
 
-from anomtune.cli.options import registry_options, with_csv_options
+from anomtune.cli.options import (
+    json_option,
+    output_option,
+    quiet_option,
+    registry_options,
+    with_csv_options,
+)
 from anomtune.cli.output import Progress, print_json, print_metrics, threshold_text
 
 __all__ = ["score_command"]
 
 
-def _rate(hidden: bool) -> Progress:
+def _with_rate(quiet: bool, score: Callable, *args, **kwargs):
+    """``score(*args, **kwargs)`` (one file or a Dask data set), its rows/s shown on stderr."""
+
     def describe(item: tuple[int, float]) -> str:
         rows, seconds = item
         return f"{rows:,} rows  {rows / max(seconds, 1e-9):,.0f} rows/s"
 
     # Redrawn at most twice a second: a chunk can take a millisecond.
-    return Progress("scoring", describe=describe, hidden=hidden, interval=0.5)
+    with Progress("scoring", describe=describe, hidden=quiet, interval=0.5) as rate:
+        return score(
+            *args, on_progress=lambda rows, seconds: rate.update(rows, (rows, seconds)), **kwargs
+        )
 
 
 @click.command("score")
 @click.argument("model")
 @click.argument("data")
-@click.option(
-    "-o",
-    "--output",
+@output_option(
+    "Output CSV or .parquet file; - writes CSV to stdout.",
+    # Text, not a file path: '-' for stdout, and a folder with --dask (checked by the command).
+    type=click.STRING,
     default="-",
     show_default=True,
-    help="Output CSV or .parquet file; - writes CSV to stdout.",
 )
 @click.option(
     "--id-column",
@@ -69,13 +82,8 @@ def _rate(hidden: bool) -> Progress:
     "cluster (its address, 'local' or 'local:N'); one output per file in the folder -o. "
     "Needs anomtune[dask].",
 )
-@click.option("--quiet", is_flag=True, help="No progress bar.")
-@click.option(
-    "--json",
-    "as_json",
-    is_flag=True,
-    help="Print the run summary as JSON (on stderr, since stdout may carry the scores).",
-)
+@quiet_option
+@json_option("the run summary", " (on stderr, since stdout may carry the scores)")
 def score_command(
     model,
     data,
@@ -113,17 +121,18 @@ def score_command(
       anomtune score fraud@champion labeled.csv --label y --evaluate -o /dev/null
       anomtune score fraud@champion 'data/*.parquet' --dask tcp://host:8786 -o scores/
     """
+    # How the rows are read and scored, the same on one file and on a Dask cluster.
+    options = {
+        "id_column": id_column,
+        "explain": explain,
+        "threshold": threshold,
+        "sep": sep,
+        "decimal": decimal,
+        "encoding": encoding,
+    }
     if scheduler is not None:
         if evaluate or fpr is not None:
             raise click.UsageError("--evaluate and --threshold-at-fpr score one file, not --dask")
-        options = {
-            "id_column": id_column,
-            "explain": explain,
-            "threshold": threshold,
-            "sep": sep,
-            "decimal": decimal,
-            "encoding": encoding,
-        }
         _score_on_dask(
             model, data, output, scheduler, registry, registry_files, options, quiet, as_json
         )
@@ -132,22 +141,9 @@ def score_command(
     from anomtune.scoring import open_model
 
     scorer = open_model(model, registry=registry, registry_files=registry_files, threads=threads)
-    with _rate(hidden=quiet) as rate:
-        result = score_file(
-            scorer,
-            data,
-            output,
-            id_column=id_column,
-            label=label,
-            evaluate=evaluate,
-            explain=explain,
-            threshold=threshold,
-            fpr=fpr,
-            sep=sep,
-            decimal=decimal,
-            encoding=encoding,
-            on_progress=lambda rows, seconds: rate.update(rows, (rows, seconds)),
-        )
+    result = _with_rate(
+        quiet, score_file, scorer, data, output, label=label, evaluate=evaluate, fpr=fpr, **options
+    )
     summary = result.to_dict()
     if result.flag_rate_warning:
         click.echo(f"anomtune: warning: {result.flag_rate_warning}", err=True)
@@ -172,17 +168,17 @@ def _score_on_dask(
 
     if output == "-":
         raise click.UsageError("--dask writes one file per input file: give a folder with -o")
-    with _rate(hidden=quiet) as rate:
-        result = score_dataset(
-            model,
-            data,
-            output,
-            scheduler=scheduler,
-            registry=registry,
-            registry_files=registry_files,
-            on_progress=lambda rows, seconds: rate.update(rows, (rows, seconds)),
-            **options,
-        )
+    result = _with_rate(
+        quiet,
+        score_dataset,
+        model,
+        data,
+        output,
+        scheduler=scheduler,
+        registry=registry,
+        registry_files=registry_files,
+        **options,
+    )
     if as_json:
         print_json(result.to_dict(), err=True)
     elif not quiet:

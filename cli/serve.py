@@ -7,6 +7,8 @@ import logging
 
 import click
 
+from anomtune.cli.options import registry_options
+
 __all__ = ["serve_command"]
 
 
@@ -64,16 +66,9 @@ __all__ = ["serve_command"]
     is_flag=True,
     help="Refuse rows with missing values (400) instead of imputing them.",
 )
-@click.option(
-    "--registry",
-    metavar="PATH|URL",
-    help="The model registry (for NAME, NAME/VERSION and NAME@ALIAS).",
-)
-@click.option(
-    "--registry-files",
-    "registry_files",
-    metavar="DIR",
-    help="Folder of model files for a database --registry [env: ANOMTUNE_REGISTRY_FILES].",
+@registry_options(
+    registry_help="The model registry (for NAME, NAME/VERSION and NAME@ALIAS).",
+    files_help="Folder of model files for a database --registry [env: ANOMTUNE_REGISTRY_FILES].",
 )
 @click.option("--access-log", is_flag=True, help="Log every request (costs some latency).")
 def serve_command(

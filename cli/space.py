@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import click
 
+from anomtune.cli.options import file_option, json_option, output_option
+
 __all__ = ["space_command"]
 
 
 @click.command("space")
-@click.option(
+@file_option(
     "--data",
     "data_path",
-    type=click.Path(dir_okay=False),
     help="Size widths and the bottleneck to this CSV's columns.",
 )
 @click.option("--label", metavar="COLUMN", help="With --data: the label column, not a feature.")
@@ -29,13 +30,8 @@ __all__ = ["space_command"]
     type=click.Path(file_okay=False),
     help="Narrow the space of a finished run around its best quarter of trials.",
 )
-@click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write here, not stdout.")
-@click.option(
-    "--json",
-    "as_json",
-    is_flag=True,
-    help="Print the space as JSON instead of TOML (-o still writes the TOML file).",
-)
+@output_option("Write here, not stdout.")
+@json_option("the space", " instead of TOML (-o still writes the TOML file)")
 def space_command(data_path, label, n_features, run_dir, output, as_json):
     """Print a search space as an editable TOML file for 'anomtune tune --space'.
 

@@ -11,10 +11,13 @@ import click
 
 from anomtune.cli.columns import print_roles
 from anomtune.cli.options import (
-    LibraryChoice,
+    check_output_file,
+    choice_option,
     data_options,
     debug_requested,
+    file_option,
     json_option,
+    quiet_option,
     registry_options,
     split_names,
     storage_options,
@@ -71,11 +74,10 @@ def _trial_progress(hidden: bool) -> Progress:
 
 @click.command("tune")
 @data_options
-@click.option(
+@choice_option(
     "--metric",
-    type=LibraryChoice("anomtune.tuning.config:METRICS"),
+    "anomtune.tuning.config:METRICS",
     default="auc-roc",
-    show_default=True,
     help="Validation metric to maximise (F1 at its best threshold).",
 )
 @click.option(
@@ -90,18 +92,16 @@ def _trial_progress(hidden: bool) -> Progress:
     show_default=True,
     help="With --objectives: the cheapest trial within this much of the best metric wins.",
 )
-@click.option(
+@choice_option(
     "--sampler",
-    type=LibraryChoice("anomtune.tuning.config:SAMPLERS"),
+    "anomtune.tuning.config:SAMPLERS",
     default="tpe",
-    show_default=True,
     help="Search strategy: TPE, random, grid, Gaussian-process BO, CMA-ES or quasi-Monte Carlo.",
 )
-@click.option(
+@choice_option(
     "--pruner",
-    type=LibraryChoice("anomtune.tuning.config:PRUNERS"),
+    "anomtune.tuning.config:PRUNERS",
     default="median",
-    show_default=True,
     help="Stop weak trials early: median (below the median of earlier trials at the "
     "same epoch, from epoch 5 and trial 6 on); sha, successive halving (at epochs 4, "
     "16 and 64 a trial goes on only if it is in the best quarter of the trials that "
@@ -117,10 +117,9 @@ def _trial_progress(hidden: bool) -> Progress:
 )
 @click.option("--cv", type=int, help="Select with K-fold cross-validation on train+validation.")
 @train_on_option
-@click.option(
+@file_option(
     "--space",
     "space_file",
-    type=click.Path(dir_okay=False),
     help="TOML file overriding the search space (see 'anomtune space').",
 )
 @click.option(
@@ -143,13 +142,12 @@ def _trial_progress(hidden: bool) -> Progress:
     "(--register alone: a name made from DATA's file name).",
 )
 @registry_options("for --register")
-@click.option(
+@file_option(
     "--report",
     "report_path",
-    type=click.Path(dir_okay=False),
     help="Write the run's HTML report here at the end (see 'anomtune report').",
 )
-@click.option("--quiet", is_flag=True, help="No progress bar.")
+@quiet_option
 @json_option("the summary")
 def tune_command(
     data,
@@ -292,10 +290,7 @@ def _check_report_path(path: Path, data: str) -> None:
             "--report needs the data in a file, not standard input "
             "(write the report later with 'anomtune report RUN_DIR --data FILE')"
         )
-    if path.is_dir():
-        raise ConfigError(f"--report {path}: is a folder; give a file name")
-    if not path.parent.is_dir():
-        raise ConfigError(f"--report {path}: no folder {path.parent} to write it in")
+    check_output_file("--report", path)
 
 
 def _print_summary(summary: dict, out) -> None:
