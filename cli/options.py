@@ -44,7 +44,7 @@ def split_names(value: tuple[str, ...]) -> list[str]:
 
 
 class LibraryChoice(click.Choice):
-    """A choice among a tuple the library defines, e.g. ``anomtune.tuning:SAMPLERS``.
+    """A choice among a tuple the library defines, e.g. ``anomtune.tuning.config:SAMPLERS``.
 
     The module is imported only when click needs the choices (to check a
     value or to write --help), so the commands that do not take the option

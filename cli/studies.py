@@ -180,6 +180,7 @@ def _complete_study(ctx, param, incomplete: str) -> list[str]:
 @click.option(
     "--state",
     "states",
+    callback=lambda _ctx, _param, names: {STATES[n] for n in names},
     multiple=True,
     type=click.Choice(list(STATES)),
     help="Only trials in this state (repeatable).",
@@ -203,9 +204,8 @@ def trials_command(study, storage, workspace, sort_key, desc, states, show_param
 
     loaded, label = _load_study(storage, workspace, study)
     rows = trial_rows(loaded)
-    if states:
-        wanted = {STATES[s] for s in states}
-        rows = [r for r in rows if r["state"] in wanted]
+    if states:  # as the storage names them
+        rows = [r for r in rows if r["state"] in states]
     key = _SORT_KEYS[sort_key]
     present = [r for r in rows if key(r) is not None]
     absent = [r for r in rows if key(r) is None]
