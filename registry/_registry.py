@@ -65,6 +65,7 @@ from anomtune.registry._names import (
     validate_name,
     validate_tag,
 )
+from anomtune.registry._record import Record
 
 __all__ = [
     "ACTIVE",
@@ -139,7 +140,7 @@ class ModelVersion:
 
 
 @dataclass
-class ModelSummary:
+class ModelSummary(Record):
     """A model name with its version counts, newest active version and aliases."""
 
     name: str
@@ -150,12 +151,9 @@ class ModelSummary:
     created_at: str
     updated_at: str
 
-    def to_dict(self) -> dict:
-        return dict(self.__dict__)
-
 
 @dataclass
-class AliasMove:
+class AliasMove(Record):
     """One row of the alias history."""
 
     name: str
@@ -167,24 +165,18 @@ class AliasMove:
     who: str
     reason: str
 
-    def to_dict(self) -> dict:
-        return dict(self.__dict__)
-
 
 @dataclass
-class Problem:
+class Problem(Record):
     """What ``verify`` found wrong (or worth noting) about one version or file."""
 
     ref: str | None
     file: str
     problem: str
 
-    def to_dict(self) -> dict:
-        return dict(self.__dict__)
-
 
 @dataclass
-class VerifyReport:
+class VerifyReport(Record):
     """Versions and files checked; problems fail the check, notes do not."""
 
     versions: int
@@ -197,13 +189,7 @@ class VerifyReport:
         return not self.problems
 
     def to_dict(self) -> dict:
-        return {
-            "ok": self.ok,
-            "versions": self.versions,
-            "files": self.files,
-            "problems": [p.to_dict() for p in self.problems],
-            "notes": [n.to_dict() for n in self.notes],
-        }
+        return {"ok": self.ok, **super().to_dict()}
 
 
 # ---------------------------------------------------------------- helpers
@@ -616,19 +602,7 @@ class Registry:
             if alias is not None:
                 query = query.where(H.c.alias == validate_alias(alias))
             rows = conn.execute(query.order_by(H.c.id)).all()
-        return [
-            AliasMove(
-                name=r.name,
-                alias=r.alias,
-                action=r.action,
-                from_version=r.from_version,
-                to_version=r.to_version,
-                at=r.at,
-                who=r.who,
-                reason=r.reason,
-            )
-            for r in rows
-        ]
+        return [AliasMove.from_row(r) for r in rows]
 
     # -- registering
 
@@ -907,18 +881,9 @@ class Registry:
                 )
             for alias in held:
                 conn.execute(sa.delete(A).where(A.c.name == row.name, A.c.alias == alias))
-                conn.execute(
-                    sa.insert(H).values(
-                        name=row.name,
-                        alias=alias,
-                        action="remove",
-                        from_version=row.version,
-                        to_version=None,
-                        at=now,
-                        who=_who(),
-                        reason=reason or f"version {row.version} deleted",
-                    )
-                )
+                why = reason or f"version {row.version} deleted"
+                move = AliasMove(row.name, alias, "remove", row.version, None, now, _who(), why)
+                conn.execute(sa.insert(H).values(**move.to_dict()))
             conn.execute(sa.delete(T).where(T.c.version_id == row.id))
             conn.execute(sa.delete(V).where(V.c.id == row.id))
         self._collect(row.sha256, row.file)
