@@ -267,6 +267,16 @@ def _sqlite_begin(conn) -> None:
     conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
 
 
+def _lock_row(conn: sa.Connection, table: sa.Table, key: str, value: object, **stamp) -> bool:
+    """Lock the row of ``table`` whose ``key`` is ``value`` by writing ``stamp`` into it.
+
+    False when there is no such row (a concurrent deletion removed it). Lock
+    order everywhere: blob row, then model row.
+    """
+    update = sa.update(table).where(table.c[key] == value).values(**stamp)
+    return conn.execute(update).rowcount == 1
+
+
 def _make_engine(location: RegistryLocation) -> sa.Engine:
     try:
         if location.is_sqlite:
@@ -677,18 +687,10 @@ class Registry:
         V = S.versions
         now = _now()
         with self._tx(write=True) as conn:
-            # Lock order everywhere: blob row, then model row.
-            locked = conn.execute(
-                sa.update(S.blobs).where(S.blobs.c.sha256 == digest).values(touched_at=now)
-            ).rowcount
-            if locked != 1:
+            if not _lock_row(conn, S.blobs, "sha256", digest, touched_at=now):
                 raise _Retry
-            counted = conn.execute(
-                sa.update(S.models)
-                .where(S.models.c.name == name)
-                .values(last_version=S.models.c.last_version + 1, updated_at=now)
-            ).rowcount
-            if counted != 1:
+            bump = S.models.c.last_version + 1
+            if not _lock_row(conn, S.models, "name", name, last_version=bump, updated_at=now):
                 raise RegistryError(f"model {name!r} disappeared during registration")
             version = conn.execute(
                 sa.select(S.models.c.last_version).where(S.models.c.name == name)
@@ -769,10 +771,7 @@ class Registry:
         A, H = S.aliases, S.alias_history
         now = _now()
         with self._tx(write=True) as conn:
-            locked = conn.execute(
-                sa.update(S.models).where(S.models.c.name == name).values(updated_at=now)
-            ).rowcount
-            if locked != 1:
+            if not _lock_row(conn, S.models, "name", name, updated_at=now):
                 raise self._not_found(conn, name, "")
             row = self._find_row(conn, ModelRef(name=name, version=int(version)))
             if row.status != ACTIVE and action != "rollback":
@@ -863,9 +862,7 @@ class Registry:
         A, V, T, H = S.aliases, S.versions, S.tags, S.alias_history
         now = _now()
         with self._tx(write=True) as conn:
-            conn.execute(
-                sa.update(S.models).where(S.models.c.name == info.name).values(updated_at=now)
-            )
+            _lock_row(conn, S.models, "name", info.name, updated_at=now)
             row = self._find_row(conn, ModelRef(name=info.name, version=info.version))
             held = list(
                 conn.execute(
@@ -893,10 +890,7 @@ class Registry:
         """Remove a file no version references, under its blob row's lock."""
         now = _now()
         with self._tx(write=True) as conn:
-            locked = conn.execute(
-                sa.update(S.blobs).where(S.blobs.c.sha256 == digest).values(touched_at=now)
-            ).rowcount
-            if locked != 1:
+            if not _lock_row(conn, S.blobs, "sha256", digest, touched_at=now):
                 return
             refs = conn.execute(
                 sa.select(sa.func.count())
