@@ -12,6 +12,7 @@ from anomtune.errors import first_line
 from anomtune.registry._errors import RegistryError
 from anomtune.registry._names import validate_name, validate_tag
 from anomtune.registry._registry import ModelVersion, Registry, graph_metadata
+from anomtune.registry._store import read_model_file
 
 __all__ = ["FORMAT", "check_model_bytes", "register_onnx", "register_run"]
 
@@ -61,12 +62,7 @@ def register_onnx(
 ) -> ModelVersion:
     """Register an already exported anomtune ``.onnx`` file."""
     path = Path(path)
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError as exc:
-        raise RegistryError(f"{path}: no such model file") from exc
-    except OSError as exc:
-        raise RegistryError(f"{path}: cannot read: {exc.strerror}") from exc
+    data = read_model_file(path)
     metadata = check_model_bytes(data, str(path))
     return registry.register(
         data,

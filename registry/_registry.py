@@ -1020,14 +1020,7 @@ def resolve(
     parsed = parse_ref(ref)
     if parsed.is_file:
         path = parsed.path
-        try:
-            data = path.read_bytes()
-        except FileNotFoundError as exc:
-            raise ModelNotFoundError(f"{path}: no such model file") from exc
-        except IsADirectoryError as exc:
-            raise ModelNotFoundError(f"{path}: is a folder, not a model file") from exc
-        except OSError as exc:
-            raise RegistryError(f"{path}: cannot read: {exc.strerror}") from exc
+        data = _store.read_model_file(path)
         meta = graph_metadata(data, str(path))
         lineage = dict(meta.get("lineage") or {})
         info = ModelVersion(
