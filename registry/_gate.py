@@ -17,6 +17,7 @@ import numpy as np
 from anomtune.errors import ConfigError, DataError
 from anomtune.registry._errors import PromotionRefused, RegistryError
 from anomtune.registry._names import ModelRef, validate_alias, validate_name
+from anomtune.registry._record import Record
 from anomtune.registry._registry import ACTIVE, AliasMove, Registry
 
 __all__ = [
@@ -69,7 +70,7 @@ class Gate:
 
 
 @dataclass
-class Check:
+class Check(Record):
     """One rule of the gate and whether the candidate passed it."""
 
     kind: str  # "better" or "floor"
@@ -78,12 +79,9 @@ class Check:
     bar: float | None
     passed: bool
 
-    def to_dict(self) -> dict:
-        return dict(self.__dict__)
-
 
 @dataclass
-class GateResult:
+class GateResult(Record):
     """Both models' metrics on the same rows, the checks and the verdict."""
 
     data: str
@@ -154,17 +152,7 @@ class GateResult:
         return "\n".join(out)
 
     def to_dict(self) -> dict:
-        return {
-            "data": self.data,
-            "rows": self.rows,
-            "anomalies": self.anomalies,
-            "alias": self.alias,
-            "candidate": self.candidate,
-            "holder": self.holder,
-            "metrics": self.metrics,
-            "checks": [c.to_dict() for c in self.checks],
-            "passed": self.passed,
-        }
+        return {**super().to_dict(), "passed": self.passed}
 
 
 def _fmt(value: float) -> str:
@@ -221,7 +209,7 @@ def score_models(
 
 
 @dataclass
-class Promotion:
+class Promotion(Record):
     """What ``promote`` did: the move (None if the version already held the alias)."""
 
     name: str
@@ -236,15 +224,7 @@ class Promotion:
         return self.move is not None
 
     def to_dict(self) -> dict:
-        return {
-            "name": self.name,
-            "alias": self.alias,
-            "version": self.version,
-            "previous": self.previous,
-            "moved": self.moved,
-            "move": self.move.to_dict() if self.move else None,
-            "gate": self.gate.to_dict() if self.gate else None,
-        }
+        return {**super().to_dict(), "moved": self.moved}
 
 
 def promote(

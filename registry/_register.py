@@ -7,13 +7,15 @@ a run, torch through :mod:`anomtune.export`.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TypedDict, Unpack
 
 from anomtune.errors import first_line
 from anomtune.registry._errors import RegistryError
 from anomtune.registry._names import validate_name, validate_tag
 from anomtune.registry._registry import ModelVersion, Registry, graph_metadata
+from anomtune.registry._store import read_model_file
 
-__all__ = ["FORMAT", "check_model_bytes", "register_onnx", "register_run"]
+__all__ = ["FORMAT", "VersionNotes", "check_model_bytes", "register_onnx", "register_run"]
 
 FORMAT = "anomtune-onnx/1"
 
@@ -51,58 +53,44 @@ def check_model_bytes(data: bytes, source: str) -> dict:
     return metadata
 
 
+class VersionNotes(TypedDict, total=False):
+    """What a registration records with the new version besides the model and its lineage."""
+
+    description: str
+    tags: dict[str, str] | None
+
+
 def register_onnx(
-    registry: Registry,
-    path: str | Path,
-    *,
-    name: str,
-    description: str = "",
-    tags: dict[str, str] | None = None,
+    registry: Registry, path: str | Path, *, name: str, **notes: Unpack[VersionNotes]
 ) -> ModelVersion:
     """Register an already exported anomtune ``.onnx`` file."""
     path = Path(path)
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError as exc:
-        raise RegistryError(f"{path}: no such model file") from exc
-    except OSError as exc:
-        raise RegistryError(f"{path}: cannot read: {exc.strerror}") from exc
-    metadata = check_model_bytes(data, str(path))
-    return registry.register(
-        data,
-        name=name,
-        metadata=metadata,
-        lineage=_lineage(metadata, source_file=str(path.resolve())),
-        description=description,
-        tags=tags,
-    )
+    data = read_model_file(path)
+    return _publish(registry, data, str(path), {"source_file": str(path.resolve())}, name, notes)
 
 
 def register_run(
-    registry: Registry,
-    run_dir: str | Path,
-    *,
-    name: str,
-    description: str = "",
-    tags: dict[str, str] | None = None,
+    registry: Registry, run_dir: str | Path, *, name: str, **notes: Unpack[VersionNotes]
 ) -> ModelVersion:
     """Export the best model of a run folder (parity-checked) and register it."""
     from anomtune.export import export_run
 
     # Names and tags are checked before the (slow) export.
     validate_name(name)
-    for key, value in (tags or {}).items():
+    for key, value in (notes.get("tags") or {}).items():
         validate_tag(key, value)
     data, extra = export_run(run_dir)
-    metadata = check_model_bytes(data, str(run_dir))
     lineage = dict(extra.get("lineage") or {})
     if extra.get("data_fingerprint"):
         lineage["data_fingerprint"] = extra["data_fingerprint"]
+    return _publish(registry, data, str(run_dir), lineage, name, notes)
+
+
+def _publish(
+    registry: Registry, data: bytes, source: str, lineage: dict, name: str, notes: VersionNotes
+) -> ModelVersion:
+    """Check the bytes, then register them with the graph's lineage and ``lineage`` over it."""
+    metadata = check_model_bytes(data, source)
     return registry.register(
-        data,
-        name=name,
-        metadata=metadata,
-        lineage=_lineage(metadata, **lineage),
-        description=description,
-        tags=tags,
+        data, name=name, metadata=metadata, lineage=_lineage(metadata, **lineage), **notes
     )

@@ -65,6 +65,7 @@ from anomtune.registry._names import (
     validate_name,
     validate_tag,
 )
+from anomtune.registry._record import Record
 
 __all__ = [
     "ACTIVE",
@@ -139,7 +140,7 @@ class ModelVersion:
 
 
 @dataclass
-class ModelSummary:
+class ModelSummary(Record):
     """A model name with its version counts, newest active version and aliases."""
 
     name: str
@@ -150,12 +151,9 @@ class ModelSummary:
     created_at: str
     updated_at: str
 
-    def to_dict(self) -> dict:
-        return dict(self.__dict__)
-
 
 @dataclass
-class AliasMove:
+class AliasMove(Record):
     """One row of the alias history."""
 
     name: str
@@ -167,24 +165,18 @@ class AliasMove:
     who: str
     reason: str
 
-    def to_dict(self) -> dict:
-        return dict(self.__dict__)
-
 
 @dataclass
-class Problem:
+class Problem(Record):
     """What ``verify`` found wrong (or worth noting) about one version or file."""
 
     ref: str | None
     file: str
     problem: str
 
-    def to_dict(self) -> dict:
-        return dict(self.__dict__)
-
 
 @dataclass
-class VerifyReport:
+class VerifyReport(Record):
     """Versions and files checked; problems fail the check, notes do not."""
 
     versions: int
@@ -197,13 +189,7 @@ class VerifyReport:
         return not self.problems
 
     def to_dict(self) -> dict:
-        return {
-            "ok": self.ok,
-            "versions": self.versions,
-            "files": self.files,
-            "problems": [p.to_dict() for p in self.problems],
-            "notes": [n.to_dict() for n in self.notes],
-        }
+        return {"ok": self.ok, **super().to_dict()}
 
 
 # ---------------------------------------------------------------- helpers
@@ -279,6 +265,16 @@ def _sqlite_begin(conn) -> None:
     # the busy timeout), so two writers never deadlock on a lock upgrade.
     write = conn.get_execution_options().get("anomtune_write", False)
     conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+
+
+def _lock_row(conn: sa.Connection, table: sa.Table, key: str, value: object, **stamp) -> bool:
+    """Lock the row of ``table`` whose ``key`` is ``value`` by writing ``stamp`` into it.
+
+    False when there is no such row (a concurrent deletion removed it). Lock
+    order everywhere: blob row, then model row.
+    """
+    update = sa.update(table).where(table.c[key] == value).values(**stamp)
+    return conn.execute(update).rowcount == 1
 
 
 def _make_engine(location: RegistryLocation) -> sa.Engine:
@@ -616,19 +612,7 @@ class Registry:
             if alias is not None:
                 query = query.where(H.c.alias == validate_alias(alias))
             rows = conn.execute(query.order_by(H.c.id)).all()
-        return [
-            AliasMove(
-                name=r.name,
-                alias=r.alias,
-                action=r.action,
-                from_version=r.from_version,
-                to_version=r.to_version,
-                at=r.at,
-                who=r.who,
-                reason=r.reason,
-            )
-            for r in rows
-        ]
+        return [AliasMove.from_row(r) for r in rows]
 
     # -- registering
 
@@ -703,18 +687,10 @@ class Registry:
         V = S.versions
         now = _now()
         with self._tx(write=True) as conn:
-            # Lock order everywhere: blob row, then model row.
-            locked = conn.execute(
-                sa.update(S.blobs).where(S.blobs.c.sha256 == digest).values(touched_at=now)
-            ).rowcount
-            if locked != 1:
+            if not _lock_row(conn, S.blobs, "sha256", digest, touched_at=now):
                 raise _Retry
-            counted = conn.execute(
-                sa.update(S.models)
-                .where(S.models.c.name == name)
-                .values(last_version=S.models.c.last_version + 1, updated_at=now)
-            ).rowcount
-            if counted != 1:
+            bump = S.models.c.last_version + 1
+            if not _lock_row(conn, S.models, "name", name, last_version=bump, updated_at=now):
                 raise RegistryError(f"model {name!r} disappeared during registration")
             version = conn.execute(
                 sa.select(S.models.c.last_version).where(S.models.c.name == name)
@@ -795,10 +771,7 @@ class Registry:
         A, H = S.aliases, S.alias_history
         now = _now()
         with self._tx(write=True) as conn:
-            locked = conn.execute(
-                sa.update(S.models).where(S.models.c.name == name).values(updated_at=now)
-            ).rowcount
-            if locked != 1:
+            if not _lock_row(conn, S.models, "name", name, updated_at=now):
                 raise self._not_found(conn, name, "")
             row = self._find_row(conn, ModelRef(name=name, version=int(version)))
             if row.status != ACTIVE and action != "rollback":
@@ -889,9 +862,7 @@ class Registry:
         A, V, T, H = S.aliases, S.versions, S.tags, S.alias_history
         now = _now()
         with self._tx(write=True) as conn:
-            conn.execute(
-                sa.update(S.models).where(S.models.c.name == info.name).values(updated_at=now)
-            )
+            _lock_row(conn, S.models, "name", info.name, updated_at=now)
             row = self._find_row(conn, ModelRef(name=info.name, version=info.version))
             held = list(
                 conn.execute(
@@ -907,18 +878,9 @@ class Registry:
                 )
             for alias in held:
                 conn.execute(sa.delete(A).where(A.c.name == row.name, A.c.alias == alias))
-                conn.execute(
-                    sa.insert(H).values(
-                        name=row.name,
-                        alias=alias,
-                        action="remove",
-                        from_version=row.version,
-                        to_version=None,
-                        at=now,
-                        who=_who(),
-                        reason=reason or f"version {row.version} deleted",
-                    )
-                )
+                why = reason or f"version {row.version} deleted"
+                move = AliasMove(row.name, alias, "remove", row.version, None, now, _who(), why)
+                conn.execute(sa.insert(H).values(**move.to_dict()))
             conn.execute(sa.delete(T).where(T.c.version_id == row.id))
             conn.execute(sa.delete(V).where(V.c.id == row.id))
         self._collect(row.sha256, row.file)
@@ -928,10 +890,7 @@ class Registry:
         """Remove a file no version references, under its blob row's lock."""
         now = _now()
         with self._tx(write=True) as conn:
-            locked = conn.execute(
-                sa.update(S.blobs).where(S.blobs.c.sha256 == digest).values(touched_at=now)
-            ).rowcount
-            if locked != 1:
+            if not _lock_row(conn, S.blobs, "sha256", digest, touched_at=now):
                 return
             refs = conn.execute(
                 sa.select(sa.func.count())
@@ -1061,14 +1020,7 @@ def resolve(
     parsed = parse_ref(ref)
     if parsed.is_file:
         path = parsed.path
-        try:
-            data = path.read_bytes()
-        except FileNotFoundError as exc:
-            raise ModelNotFoundError(f"{path}: no such model file") from exc
-        except IsADirectoryError as exc:
-            raise ModelNotFoundError(f"{path}: is a folder, not a model file") from exc
-        except OSError as exc:
-            raise RegistryError(f"{path}: cannot read: {exc.strerror}") from exc
+        data = _store.read_model_file(path)
         meta = graph_metadata(data, str(path))
         lineage = dict(meta.get("lineage") or {})
         info = ModelVersion(

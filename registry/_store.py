@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from anomtune.files import AtomicFile, fsync_dir, make_dirs
-from anomtune.registry._errors import IntegrityError
+from anomtune.registry._errors import IntegrityError, ModelNotFoundError, RegistryError
 
 __all__ = [
     "TEMP_PREFIX",
@@ -25,6 +25,7 @@ __all__ = [
     "file_sha256",
     "fsync_dir",
     "place",
+    "read_model_file",
     "read_verified",
     "scan",
     "sha256_hex",
@@ -83,14 +84,35 @@ def place(tmp: Path, final: Path, digest: str) -> bool:
     return True
 
 
+def read_model_file(path: Path, what: str | None = None) -> bytes:
+    """The bytes of a model file, or one error that says why they cannot be read.
+
+    ``what`` names the registered version the file belongs to: losing a
+    registry's own file is damage (:class:`IntegrityError`), while a file
+    named by path is just not there (:class:`ModelNotFoundError`).
+    """
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise _unreadable(path, what, exc) from exc
+
+
+def _unreadable(path: Path, what: str | None, exc: OSError) -> RegistryError:
+    missing = isinstance(exc, FileNotFoundError)
+    if what is not None:
+        if missing:
+            return IntegrityError(f"{what}: the model file {path} is missing")
+        return IntegrityError(f"{what}: cannot read the model file {path}: {exc.strerror}")
+    if missing:
+        return ModelNotFoundError(f"{path}: no such model file")
+    if isinstance(exc, IsADirectoryError):
+        return ModelNotFoundError(f"{path}: is a folder, not a model file")
+    return RegistryError(f"{path}: cannot read: {exc.strerror}")
+
+
 def read_verified(path: Path, digest: str, what: str) -> bytes:
     """The bytes of ``path``, refused unless their sha256 is ``digest``."""
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError as exc:
-        raise IntegrityError(f"{what}: the model file {path} is missing") from exc
-    except OSError as exc:
-        raise IntegrityError(f"{what}: cannot read the model file {path}: {exc.strerror}") from exc
+    data = read_model_file(path, what)
     found = sha256_hex(data)
     if found != digest:
         raise IntegrityError(
