@@ -75,7 +75,10 @@ def register_run(
     """Export the best model of a run folder (parity-checked) and register it."""
     from anomtune.export import export_run
 
-    # Names and tags are checked before the (slow) export.
+    # Names, notes and tags are checked before the (slow) export.
+    unknown = sorted(set(notes) - set(VersionNotes.__annotations__))
+    if unknown:
+        raise TypeError(f"register_run() got unknown keyword(s): {', '.join(unknown)}")
     validate_name(name)
     for key, value in (notes.get("tags") or {}).items():
         validate_tag(key, value)
