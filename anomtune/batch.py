@@ -315,17 +315,16 @@ def labeled_scores(
     label: str,
     *,
     positive: str | None = None,
-    sep: str | None = None,
-    decimal: str | None = None,
-    encoding: str | None = None,
+    **dialect: str | None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Scores, the model's own flags and the labels of every row of a labeled file.
 
     Read in chunks like :func:`score_file`, so memory holds only the three
     arrays. ``positive`` is the label value of an anomaly (default: the
-    model's).
+    model's); ``dialect`` is :func:`open_reading`'s ``sep``, ``decimal`` and
+    ``encoding``.
     """
-    reading = open_reading(source, sep=sep, decimal=decimal, encoding=encoding)
+    reading = open_reading(source, **dialect)
     if positive is None:
         positive = str((scorer.metadata.get("schema") or {}).get("positive") or "1")
     positive = inputs.category_text(positive).lower()

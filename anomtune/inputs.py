@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import codecs
 import csv
+import dataclasses
 import difflib
 import io
 import math
@@ -288,14 +289,9 @@ def row_locator(position: int) -> str:
     return f"row {int(position) + 1}"
 
 
-def read_source(
-    path: str | Path,
-    *,
-    sep: str | None = None,
-    decimal: str | None = None,
-    encoding: str | None = None,
-) -> RawTable:
-    """Read a CSV (as text, dialect sniffed unless given) or Parquet file."""
+def read_source(path: str | Path, **dialect: str | None) -> RawTable:
+    """Read a CSV (as text; ``dialect``, :func:`sniff_dialect`'s ``sep``,
+    ``decimal`` and ``encoding``, sniffed unless given) or Parquet file."""
     path = Path(path)
     if not path.exists():
         raise DataError(f"{path}: no such file")
@@ -307,7 +303,7 @@ def read_source(
         except Exception as exc:  # pyarrow raises several unrelated types
             raise DataError(f"{path}: cannot read Parquet: {first_line(exc)}") from exc
         return from_frame(frame, source=str(path))
-    return _read_csv(path, sep, decimal, encoding)
+    return _read_csv(path, **dialect)
 
 
 def is_parquet(name: str) -> bool:
@@ -325,7 +321,7 @@ def from_frame(frame: pd.DataFrame, source: str | None = None) -> RawTable:
     return RawTable(frame, source=source, locate=row_locator)
 
 
-def _read_csv(path: Path, sep, decimal, encoding) -> RawTable:
+def _read_csv(path: Path, sep=None, decimal=None, encoding=None) -> RawTable:
     import pyarrow as pa
     import pyarrow.csv as pacsv
 
@@ -1097,12 +1093,7 @@ class Feature:
     convert: str  # "number", "boolean", "category" or a time part
 
     def to_dict(self) -> dict:
-        return {
-            "name": self.name,
-            "kind": self.kind,
-            "source": self.source,
-            "convert": self.convert,
-        }
+        return dataclasses.asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict) -> Feature:

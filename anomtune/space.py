@@ -382,6 +382,12 @@ def default_space(n_features: int) -> SearchSpace:
     width_high = int(min(max(4 * d, 128), 1024))
     latent_high = int(min(max(d, 8), 64))
     P = Param
+
+    def variant_scale(name, variant, low, high, *, grid, when=None, help=""):
+        """A log-scaled float that only ``variant`` has (its penalty weight, noise, ...)."""
+        when = {"variant": (variant,), **(when or {})}
+        return P(name, FLOAT, low=low, high=high, log=True, when=when, grid=grid, help=help)
+
     params = [
         P(
             "variant",
@@ -434,50 +440,18 @@ def default_space(n_features: int) -> SearchSpace:
             help="sigmoid output trains with binary cross-entropy",
         ),
         P("sparsity", CATEGORICAL, choices=("l1", "kl"), when={"variant": ("sparse",)}),
-        P(
-            "sparsity_weight",
-            FLOAT,
-            low=1e-5,
-            high=1e-1,
-            log=True,
-            when={"variant": ("sparse",)},
-            grid=(1e-3,),
-        ),
-        P(
-            "sparsity_target",
-            FLOAT,
-            low=0.01,
-            high=0.3,
-            log=True,
-            when={"variant": ("sparse",), "sparsity": ("kl",)},
-            grid=(0.05,),
+        variant_scale("sparsity_weight", "sparse", 1e-5, 1e-1, grid=(1e-3,)),
+        variant_scale(
+            "sparsity_target", "sparse", 0.01, 0.3, grid=(0.05,), when={"sparsity": ("kl",)}
         ),
         P("noise", CATEGORICAL, choices=("gaussian", "mask"), when={"variant": ("denoising",)}),
-        P(
-            "noise_level",
-            FLOAT,
-            low=0.02,
-            high=0.5,
-            log=True,
-            when={"variant": ("denoising",)},
-            grid=(0.2,),
-        ),
-        P(
-            "contractive_weight",
-            FLOAT,
-            low=1e-5,
-            high=1e-1,
-            log=True,
-            when={"variant": ("contractive",)},
-            grid=(1e-3,),
-        ),
-        P(
+        variant_scale("noise_level", "denoising", 0.02, 0.5, grid=(0.2,)),
+        variant_scale("contractive_weight", "contractive", 1e-5, 1e-1, grid=(1e-3,)),
+        variant_scale(
             "beta",
-            FLOAT,
-            low=0.1,
-            high=4.0,
-            log=True,
-            when={"variant": ("vae",)},
+            "vae",
+            0.1,
+            4.0,
             grid=(0.5, 1.0),
             help="KL weight: 1 is the VAE, other values the beta-VAE",
         ),

@@ -476,7 +476,7 @@ def option(path: tuple[str, ...], name: str) -> click.Option:
 
 
 def test_choice_lists_are_the_librarys():
-    from anomtune import tuning
+    from anomtune.tuning import config as tuning
     from anomtune.registry import _gate
 
     assert option(("tune",), "--sampler").type.choices == tuning.SAMPLERS

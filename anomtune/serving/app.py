@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import hmac
 import json
 import logging
@@ -132,14 +133,16 @@ def create_app(
     return app
 
 
+@dataclasses.dataclass
 class _Limits:
     """What the server takes: body bytes, rows, and whether missing values are refused."""
 
-    def __init__(self, max_body: int, max_rows: int, reject_missing: bool):
-        self.max_body = max_body
-        self.max_rows = max_rows
-        self.reject_missing = reject_missing
-        self.forms = request_forms(max_rows)
+    max_body: int
+    max_rows: int
+    reject_missing: bool
+
+    def __post_init__(self):
+        self.forms = request_forms(self.max_rows)
 
 
 def _lifespan(holder: ModelHolder, interval: float):
