@@ -476,8 +476,8 @@ def option(path: tuple[str, ...], name: str) -> click.Option:
 
 
 def test_choice_lists_are_the_librarys():
-    from anomtune.tuning import config as tuning
     from anomtune.registry import _gate
+    from anomtune.tuning import config as tuning
 
     assert option(("tune",), "--sampler").type.choices == tuning.SAMPLERS
     assert option(("tune",), "--pruner").type.choices == tuning.PRUNERS
