@@ -1,3 +1,5 @@
+"""``python -m anomtune``: the command line."""
+
 from anomtune.cli import main
 
 main()
