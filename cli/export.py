@@ -42,7 +42,7 @@ def export_command(run_dir, output, as_json):
         print_json({"path": str(target), "bytes": len(data), **info})
         return
     click.echo(
-        f"wrote {target} ({len(data) / 1024:.0f} KiB); parity on {parity['rows']} validation "
+        f"wrote {target} ({len(data) / 1024:.0f} KiB); parity on {parity['rows']} checked "
         f"rows: largest relative difference {parity['max_relative_error']:.2g} "
         f"(tolerance {parity['tolerance']:g}), {parity['label_flips']} label flips"
     )
