@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import run_cli
 
 from anomtune.cli import main
 from anomtune.report import build_report, run_browser, screenshot
@@ -56,13 +57,6 @@ def write_data(path: Path, n: int = 400, seed: int = 3) -> Path:
     frame["label"] = np.r_[np.zeros(n - n_anom, int), np.ones(n_anom, int)]
     frame.sample(frac=1.0, random_state=seed).to_csv(path, index=False)
     return path
-
-
-def run_cli(args: list[str], capsys) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as exc:
-        main(args)
-    out, err = capsys.readouterr()
-    return exc.value.code, out, err
 
 
 @pytest.fixture(scope="module")
