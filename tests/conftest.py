@@ -4,6 +4,7 @@ tests that need a server."""
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import socket
 import threading
@@ -197,6 +198,34 @@ def write_planted(path: Path, n: int = 300, seed: int = 0) -> Path:
     frame["label"] = y[order]
     frame.to_csv(path, index=False)
     return path
+
+
+def run(*args) -> tuple[int, str, str]:
+    """The real entry point in-process: exit code, stdout, stderr."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            main([str(a) for a in args])
+            code = 0
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else 1
+    return code, out.getvalue(), err.getvalue()
+
+
+def ok(*args) -> str:
+    """A command that must succeed: its stdout."""
+    code, out, err = run(*args)
+    assert code == 0, err
+    return out
+
+
+def refused(*args) -> str:
+    """A command that must fail cleanly: exit 2, one line on stderr, no traceback."""
+    code, out, err = run(*args)
+    assert code == 2, (out, err)
+    assert len(err.strip().splitlines()) == 1, err
+    assert err.startswith("anomtune: error: ") and "Traceback" not in err
+    return err
 
 
 def run_cli(args: list[str], capsys) -> tuple[int, str, str]:

@@ -6,8 +6,6 @@ the model comes from a one-trial tune registered in a temporary registry.
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import os
 import re
@@ -20,12 +18,11 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
+from conftest import TINY_SPACE as FAST_SPACE
+from conftest import ok, refused, run, write_planted
 
-from anomtune.cli import main
 from anomtune.distributed import ClusterError, score_dataset
 from anomtune.errors import DataError
-from tests.test_registry import FAST_SPACE
-from tests.test_tuning import write_planted
 
 
 def in_ci() -> bool:
@@ -44,33 +41,6 @@ FEATURES = [f"x{i}" for i in range(6)]
 # A scheduler's HTTP server (on 127.0.0.1) takes another port when 8787 is
 # in use, as it is when two clusters run at once (pytest-xdist), and warns.
 pytestmark = pytest.mark.filterwarnings("ignore:Port 8787 is already in use:UserWarning")
-
-
-def run(*args) -> tuple[int, str, str]:
-    """The real entry point in-process: exit code, stdout, stderr."""
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            main([str(a) for a in args])
-            code = 0
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else 1
-    return code, out.getvalue(), err.getvalue()
-
-
-def ok(*args) -> str:
-    code, out, err = run(*args)
-    assert code == 0, err
-    return out
-
-
-def refused(*args) -> str:
-    """A command that must fail cleanly: exit 2, one line on stderr, no traceback."""
-    code, out, err = run(*args)
-    assert code == 2, (out, err)
-    assert len(err.strip().splitlines()) == 1, err
-    assert "Traceback" not in err
-    return err
 
 
 @pytest.fixture(autouse=True)

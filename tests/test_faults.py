@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import hashlib
-import io
 import json
 import os
 import resource
@@ -31,9 +30,8 @@ import optuna
 import pandas as pd
 import pytest
 from conftest import TINY_SPACE as FAST_SPACE
-from conftest import write_planted
+from conftest import ok, refused, run, write_planted
 
-from anomtune.cli import main
 from anomtune.registry import Registry
 from anomtune.registry._registry import ALIAS_PAUSE_POINTS, TEST_PAUSE_ENV
 from anomtune.tuning import open_storage
@@ -54,33 +52,6 @@ high = 8
 choices = [16]
 """
 WAIT_S = 300
-
-
-def run(*args) -> tuple[int, str, str]:
-    """The real entry point in-process: exit code, stdout, stderr."""
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            main([str(a) for a in args])
-            code = 0
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else 1
-    return code, out.getvalue(), err.getvalue()
-
-
-def ok(*args) -> str:
-    code, out, err = run(*args)
-    assert code == 0, err
-    return out
-
-
-def refused(*args) -> str:
-    """A command that must fail cleanly: exit 2, one line on stderr, no traceback."""
-    code, out, err = run(*args)
-    assert code == 2, (out, err)
-    assert len(err.strip().splitlines()) == 1, err
-    assert err.startswith("anomtune: error: ") and "Traceback" not in err
-    return err
 
 
 def tree(folder: Path) -> dict[str, str]:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import os
 import signal
@@ -17,10 +15,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from conftest import TINY_SPACE as FAST_SPACE
-from conftest import write_planted
+from conftest import ok, run, write_planted
 
 import anomtune.registry as registry_pkg
-from anomtune.cli import cli, main
+from anomtune.cli import cli
 from anomtune.registry import (
     IntegrityError,
     InvalidNameError,
@@ -34,24 +32,6 @@ from anomtune.registry import (
 )
 from anomtune.registry._registry import PAUSE_POINTS, TEST_PAUSE_ENV
 from anomtune.scoring import load_scorer
-
-
-def run(*args: str) -> tuple[int, str, str]:
-    """The real entry point in-process: exit code, stdout, stderr."""
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            main([str(a) for a in args])
-            code = 0
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else 1
-    return code, out.getvalue(), err.getvalue()
-
-
-def ok(*args: str) -> str:
-    code, out, err = run(*args)
-    assert code == 0, err
-    return out
 
 
 def refused(*args: str) -> tuple[str, str]:
