@@ -66,7 +66,6 @@ from __future__ import annotations
 
 import argparse
 import atexit
-import csv
 import datetime
 import os
 import platform
@@ -81,6 +80,7 @@ import numpy as np
 import onnxruntime as ort
 import pandas as pd
 import torch
+from machine import cpu_name, write_rows
 
 import anomtune
 from anomtune import AutoencoderDetector
@@ -142,17 +142,6 @@ def stop_busy(procs: list) -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-
-
-def cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def rows(rng: np.random.Generator, n_rows: int, mixing: np.ndarray) -> np.ndarray:
@@ -439,11 +428,7 @@ def main(argv: list[str] | None = None) -> int:
                         }
                     )
     stop_busy(busy)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    with args.out.open("w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=COLUMNS)
-        writer.writeheader()
-        writer.writerows(out_rows)
+    write_rows(args.out, COLUMNS, out_rows)
     print(f"\nwrote {args.out}")
     return 0
 

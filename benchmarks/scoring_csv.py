@@ -45,7 +45,6 @@ stay in the page cache, so all runs read them from memory.
 from __future__ import annotations
 
 import argparse
-import csv
 import datetime
 import json
 import os
@@ -60,6 +59,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+from machine import cpu_name, write_rows
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "scoring_csv.csv"
 N_FEATURES = 32
@@ -97,17 +97,6 @@ COLUMNS = [
     "load_1min_max",
     "date",
 ]
-
-
-def cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def training_rows(datasets: Path | None, seed: int):
@@ -435,11 +424,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if args.workdir is None:
             shutil.rmtree(workdir, ignore_errors=True)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    with args.out.open("w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=COLUMNS)
-        writer.writeheader()
-        writer.writerows(out_rows)
+    write_rows(args.out, COLUMNS, out_rows)
     print(f"wrote {args.out}")
     return 0
 

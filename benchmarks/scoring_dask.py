@@ -44,7 +44,6 @@ Dask outputs are checked against ``per_file``'s, file by file.
 from __future__ import annotations
 
 import argparse
-import csv
 import datetime
 import json
 import os
@@ -61,7 +60,8 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from scoring_csv import LAUNCHER, N_FEATURES, cpu_name, training_rows
+from machine import cpu_name, write_rows
+from scoring_csv import LAUNCHER, N_FEATURES, training_rows
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "scoring_dask.csv"
 NAMES = ("one_process", "per_file", "dask", "dask_local")
@@ -344,11 +344,7 @@ def main(argv: list[str] | None = None) -> int:
             cluster.close()
         if args.workdir is None:
             shutil.rmtree(workdir, ignore_errors=True)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    with args.out.open("w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=COLUMNS)
-        writer.writeheader()
-        writer.writerows(out_rows)
+    write_rows(args.out, COLUMNS, out_rows)
     print(f"wrote {args.out}")
     return 0
 

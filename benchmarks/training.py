@@ -57,6 +57,7 @@ from sklearn.model_selection import train_test_split
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from adbench import load
+from machine import cpu_name
 
 import anomtune.detector
 import anomtune.training
@@ -177,17 +178,6 @@ def ms_per_epoch(detector, X: np.ndarray, epochs: int, **fit_params) -> float:
     start = time.perf_counter()
     detector.fit(X, **fit_params)
     return (time.perf_counter() - start) * 1000.0 / epochs
-
-
-def cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def measure(

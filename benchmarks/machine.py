@@ -1,0 +1,29 @@
+"""What the benchmarks record about the machine, and how they write their rows."""
+
+from __future__ import annotations
+
+import csv
+import platform
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+
+def cpu_name() -> str:
+    """The CPU's model name (from /proc/cpuinfo where there is one)."""
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def write_rows(path: Path, columns: Sequence[str], rows: Iterable[dict]) -> None:
+    """Write ``rows`` as CSV with the header ``columns``, making the folder."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(columns))
+        writer.writeheader()
+        writer.writerows(rows)
