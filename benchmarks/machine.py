@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import csv
+import datetime
+import os
 import platform
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -27,3 +29,25 @@ def write_rows(path: Path, columns: Sequence[str], rows: Iterable[dict]) -> None
         writer = csv.DictWriter(fh, fieldnames=list(columns))
         writer.writeheader()
         writer.writerows(rows)
+
+
+def machine_info(versions: dict[str, str], **extra) -> dict:
+    """What a result row records of where it was measured: ``versions`` (name to
+    version), Python's, the CPUs and the date, and any ``extra`` fields."""
+    return {
+        **versions,
+        "python": platform.python_version(),
+        "cpu_count": os.cpu_count(),
+        "cpu": cpu_name(),
+        "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+        **extra,
+    }
+
+
+def machine_line(info: dict, versions: Iterable[str]) -> str:
+    """One line for the top of a benchmark's output."""
+    shown = ", ".join(f"{name} {info[name]}" for name in [*versions, "python"])
+    return (
+        f"{shown}; {info['cpu_count']} CPUs ({info['cpu']}); {info['date']}; "
+        f"load {os.getloadavg()[0]:.2f}"
+    )

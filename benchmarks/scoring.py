@@ -66,9 +66,7 @@ from __future__ import annotations
 
 import argparse
 import atexit
-import datetime
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -80,7 +78,7 @@ import numpy as np
 import onnxruntime as ort
 import pandas as pd
 import torch
-from machine import cpu_name, write_rows
+from machine import machine_info, machine_line, write_rows
 
 import anomtune
 from anomtune import AutoencoderDetector
@@ -353,22 +351,14 @@ def main(argv: list[str] | None = None) -> int:
 
     warnings.filterwarnings("ignore")
     ort.set_default_logger_severity(3)
-    machine = {
+    versions = {
         "onnxruntime": ort.__version__,
         "torch": torch.__version__,
         "anomtune": anomtune.__version__,
         "numpy": np.__version__,
-        "python": platform.python_version(),
-        "cpu_count": os.cpu_count(),
-        "cpu": cpu_name(),
-        "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
     }
-    print(
-        f"onnxruntime {machine['onnxruntime']}, torch {machine['torch']}, "
-        f"anomtune {machine['anomtune']}, python {machine['python']}; "
-        f"{machine['cpu_count']} CPUs ({machine['cpu']}); {machine['date']}; "
-        f"load {os.getloadavg()[0]:.2f}"
-    )
+    machine = machine_info(versions)
+    print(machine_line(machine, versions))
     for key, label in LABELS.items():
         print(f"  {key:<12} {label}")
     widths = {name: max(9, len(name)) for name in NAMES}

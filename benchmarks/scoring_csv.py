@@ -45,10 +45,8 @@ stay in the page cache, so all runs read them from memory.
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
-import platform
 import shutil
 import statistics
 import subprocess
@@ -59,7 +57,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-from machine import cpu_name, write_rows
+from machine import machine_info, machine_line, write_rows
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "scoring_csv.csv"
 N_FEATURES = 32
@@ -308,23 +306,16 @@ def main(argv: list[str] | None = None) -> int:
 
     import anomtune
 
-    machine = {
+    versions = {
         "anomtune": anomtune.__version__,
         "onnxruntime": ort.__version__,
         "torch": torch.__version__,
         "pyarrow": pa.__version__,
         "pandas": pd.__version__,
         "numpy": np.__version__,
-        "python": platform.python_version(),
-        "cpu_count": os.cpu_count(),
-        "cpu": cpu_name(),
-        "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
     }
-    print(
-        ", ".join(f"{k} {machine[k]}" for k in ("anomtune", "onnxruntime", "torch", "pyarrow"))
-        + f", pandas {machine['pandas']}, python {machine['python']}; {machine['cpu_count']} "
-        f"CPUs ({machine['cpu']}); {machine['date']}; load {os.getloadavg()[0]:.2f}"
-    )
+    machine = machine_info(versions)
+    print(machine_line(machine, versions))
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="anomtune-scoring-csv-"))
     workdir.mkdir(parents=True, exist_ok=True)
     try:

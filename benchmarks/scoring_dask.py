@@ -44,10 +44,8 @@ Dask outputs are checked against ``per_file``'s, file by file.
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
-import platform
 import shutil
 import statistics
 import subprocess
@@ -60,7 +58,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from machine import cpu_name, write_rows
+from machine import machine_info, machine_line, write_rows
 from scoring_csv import LAUNCHER, N_FEATURES, training_rows
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "scoring_dask.csv"
@@ -104,15 +102,16 @@ def build(workdir: Path, datasets: Path | None, rows: int, parts: int, seed: int
     from anomtune import AutoencoderDetector
     from anomtune.data import table_from_frame
     from anomtune.export import export_model
-    from anomtune.preprocess import Preprocessor
+    from anomtune.model import AnomalyModel
+    from anomtune.preprocess import InputEncoder
 
     train, sample, source = training_rows(datasets, seed)
     table = table_from_frame(train)
-    pre = Preprocessor(table.schema).fit(table.features)
+    encoder = InputEncoder(table.schema).fit(table.features)
     detector = AutoencoderDetector(epochs=epochs, device="cpu", random_state=seed)
-    detector.fit(pre.transform(table.features))
+    detector.fit(encoder.encode(table.features))
     onnx_path = workdir / "model.onnx"
-    export_model(detector, pre, table.features.iloc[:512], onnx_path)
+    export_model(AnomalyModel(encoder, detector), table.features.iloc[:512], onnx_path)
 
     names = list(train.columns)
     schema = pa.schema([(n, pa.float64()) for n in names])
@@ -225,24 +224,16 @@ def main(argv: list[str] | None = None) -> int:
 
     import anomtune
 
-    machine = {
+    versions = {
         "anomtune": anomtune.__version__,
         "dask": dask.__version__,
         "distributed": distributed.__version__,
         "onnxruntime": ort.__version__,
         "pyarrow": pa.__version__,
-        "python": platform.python_version(),
-        "cpu_count": os.cpu_count(),
-        "cpu": cpu_name(),
-        "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
-        "command": " ".join(["python", "benchmarks/scoring_dask.py", *(argv or sys.argv[1:])]),
     }
-    print(
-        ", ".join(f"{k} {machine[k]}" for k in ("anomtune", "dask", "distributed", "onnxruntime"))
-        + f", pyarrow {machine['pyarrow']}, python {machine['python']}; "
-        f"{machine['cpu_count']} CPUs ({machine['cpu']}); {machine['date']}; "
-        f"load {os.getloadavg()[0]:.2f}"
-    )
+    command = " ".join(["python", "benchmarks/scoring_dask.py", *(argv or sys.argv[1:])])
+    machine = machine_info(versions, command=command)
+    print(machine_line(machine, versions))
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="anomtune-scoring-dask-"))
     workdir.mkdir(parents=True, exist_ok=True)
     cluster = client = None
