@@ -423,6 +423,14 @@ def test_datasets_are_in_the_wheel_and_found_by_an_installed_anomtune(tmp_path):
     names = set(zipfile.ZipFile(wheel).namelist())
     for path in DATASETS.glob("*.csv"):
         assert f"anomtune/datasets/{path.name}" in names
+    # Every module of every package, subpackages included, is in the wheel.
+    for folder, package in (("anomtune", "anomtune"), ("registry", "anomtune/registry")):
+        for path in (ROOT / folder).rglob("*.py"):
+            if "__pycache__" not in path.parts:
+                inside = path.relative_to(ROOT / folder).as_posix()
+                assert f"{package}/{inside}" in names, f"{folder}/{inside} is not in the wheel"
+    for path in (ROOT / "cli").glob("*.py"):
+        assert f"anomtune/cli/{path.name}" in names, f"cli/{path.name} is not in the wheel"
     site = tmp_path / "site"
     zipfile.ZipFile(wheel).extractall(site)
     # The unpacked wheel comes first on the path, before the editable install.
