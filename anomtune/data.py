@@ -614,6 +614,29 @@ def training_rows(positions: np.ndarray, labels: np.ndarray | None, train_on: st
     return kept
 
 
+def subsample(positions: np.ndarray, labels: np.ndarray | None, n: int, *, seed: int) -> np.ndarray:
+    """At most ``n`` of ``positions``, drawn at random with each label's share kept.
+
+    Each label gets its share of ``n`` rounded (at least one row of a label
+    that has rows); the positions come back in their original order. All of
+    ``positions`` when there are no more than ``n``.
+    """
+    positions = np.asarray(positions)
+    if len(positions) <= n:
+        return positions
+    rng = np.random.default_rng(seed)
+    if labels is None:
+        groups = [np.arange(len(positions))]
+    else:
+        sub = np.asarray(labels)[positions]
+        groups = [np.flatnonzero(sub == value) for value in np.unique(sub)]
+    picked = []
+    for group in groups:
+        share = max(1, round(n * len(group) / len(positions)))
+        picked.append(rng.choice(group, size=min(share, len(group)), replace=False))
+    return positions[np.sort(np.concatenate(picked))]
+
+
 def stratified_folds(
     labels: np.ndarray, positions: np.ndarray, *, k: int, seed: int
 ) -> list[tuple[np.ndarray, np.ndarray]]:

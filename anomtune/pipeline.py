@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import difflib
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
-from anomtune.data import Split, Table, split_rows, split_unlabeled, training_rows
+from anomtune.data import Split, Table, split_rows, split_unlabeled, subsample, training_rows
 from anomtune.detector import AutoencoderDetector
 from anomtune.errors import ConfigError
 from anomtune.metrics import best_f1_threshold, evaluate
@@ -60,6 +60,34 @@ class Prepared:
         """The anomaly scores of ``part``'s rows, as the fitted model gives them."""
         idx = self._index(part)
         return detector.anomaly_score(self.X[idx]) + unseen_penalty(detector, self.unseen[idx])
+
+    def sampled(self, rows: int | None, *, seed: int) -> tuple[Prepared, dict]:
+        """These rows as a tuning trial sees them, and what was sampled.
+
+        The training and the validation part each keep at most ``rows`` rows,
+        a seeded random sample with the anomalies' share kept
+        (:func:`~anomtune.data.subsample`); the encoder, fitted on every
+        training row, stays. A table whose parts fit (or ``rows=None``)
+        comes back as it is.
+        """
+        fidelity = {
+            "rows_limit": rows,
+            "train_rows": len(self.train),
+            "val_rows": len(self.split.val),
+            "of_train_rows": len(self.train),
+            "of_val_rows": len(self.split.val),
+            "sampled": False,
+        }
+        if rows is None or (len(self.split.train) <= rows and len(self.split.val) <= rows):
+            return self, fidelity
+        split = replace(
+            self.split,
+            train=subsample(self.split.train, self.y, rows, seed=seed),
+            val=subsample(self.split.val, self.y, rows, seed=seed + 1),
+        )
+        train = training_rows(split.train, self.y, self.train_on)
+        fidelity.update(train_rows=len(train), val_rows=len(split.val), sampled=True, seed=seed)
+        return replace(self, split=split, train=train), fidelity
 
     def model(self, detector: AutoencoderDetector) -> AnomalyModel:
         """``detector`` (fitted on these rows) with this table's encoder."""

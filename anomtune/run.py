@@ -68,6 +68,8 @@ class RunSummary:
     note: str | None = None
     workers: dict | None = None
     registered: dict | None = None
+    #: The rows the trials and the refit trained on (``--trial-rows``).
+    fidelity: dict | None = None
     format: str = FORMAT
 
     _OPTIONAL = (
@@ -80,6 +82,7 @@ class RunSummary:
         "note",
         "workers",
         "registered",
+        "fidelity",
     )
 
     @property

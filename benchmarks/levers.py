@@ -111,9 +111,10 @@ COLUMNS = [
 def _keeping_objective(config, prepared, space):
     """The library's objective, with each trial's network kept at its best VAL epoch."""
     from anomtune.errors import TrainingError
-    from anomtune.tuning import Objective, _EpochTracker
+    from anomtune.pipeline import fit_detector
+    from anomtune.tuning.objective import EpochTracker, Objective
 
-    class KeepingTracker(_EpochTracker):
+    class KeepingTracker(EpochTracker):
         state = None
 
         def __call__(self, epoch, detector):
@@ -131,7 +132,6 @@ def _keeping_objective(config, prepared, space):
             self.kept: dict[int, tuple] = {}
 
         def _single(self, trial, params, seed):
-            X_train, _ = self.prepared.rows("train")
             tracker = KeepingTracker(
                 self.validation,
                 trial,
@@ -139,9 +139,12 @@ def _keeping_objective(config, prepared, space):
                 patience=self.config.patience,
                 report=True,
             )
-            detector = self._detector(params, seed)
-            self.kept[trial.number] = (detector, tracker)
-            detector.fit(X_train, epoch_callback=tracker)
+
+            def callback(epoch, detector):
+                self.kept[trial.number] = (detector, tracker)
+                return tracker(epoch, detector)
+
+            detector = fit_detector(self.prepared, params, seed=seed, epoch_callback=callback)
             if tracker.best is None:
                 raise TrainingError("no finite validation score")
             return tracker.best, tracker.best_epoch, tracker.epochs, detector
@@ -154,7 +157,9 @@ def run_tune(csv_path: Path, seed: int, trials: int):
     import optuna
 
     from anomtune.errors import AnomtuneError
-    from anomtune.tuning import TuneConfig, _build, _max_epochs, make_pruner, make_sampler
+    from anomtune.tuning.config import TuneConfig
+    from anomtune.tuning.factories import make_pruner, make_sampler, max_epochs
+    from anomtune.tuning.study import _build
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     start = time.perf_counter()
@@ -163,8 +168,8 @@ def run_tune(csv_path: Path, seed: int, trials: int):
     _, prepared, space = _build(config)
     study = optuna.create_study(
         direction="maximize",
-        sampler=make_sampler(config.sampler, seed, space, 1),
-        pruner=make_pruner(config.pruner, cv=False, epochs=_max_epochs(space)),
+        sampler=make_sampler(config.sampler, seed),
+        pruner=make_pruner(config.pruner, cv=False, epochs=max_epochs(space)),
     )
     objective = _keeping_objective(config, prepared, space)
     study.optimize(objective, n_trials=trials, catch=(AnomtuneError,), gc_after_trial=False)

@@ -259,7 +259,7 @@ def main(argv: list[str] | None = None) -> None:
                             "date": dt.datetime.now().isoformat(timespec="seconds"),
                         }
                         try:
-                            summary, cmd, wall = run_tune(
+                            summary, cmd, wall, _ = run_tune(
                                 csv_path,
                                 seed=seed,
                                 trials=args.trials,

@@ -257,8 +257,8 @@ def run_tune(
     workdir: Path,
     study: str,
     extra: Iterable[str] = (),
-) -> tuple[dict, list[str], float]:
-    """Run ``anomtune tune ... --json`` and return its summary, argv and wall seconds."""
+) -> tuple[dict, list[str], float, float]:
+    """Run ``anomtune tune ... --json``: its summary, argv, wall seconds and peak MB."""
     cmd = [
         anomtune_executable(),
         "tune",
@@ -279,19 +279,34 @@ def run_tune(
         str(workdir / f"run-{study}"),
         *extra,
     ]
-    start = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    wall = time.perf_counter() - start
-    if proc.returncode != 0:
-        tail = (proc.stderr or proc.stdout).strip().splitlines()[-5:]
-        raise RuntimeError(f"exit code {proc.returncode}: " + " | ".join(tail))
+    stdout, stderr, code, wall, peak_mb = run_measured(cmd)
+    if code != 0:
+        tail = (stderr or stdout).strip().splitlines()[-5:]
+        raise RuntimeError(f"exit code {code}: " + " | ".join(tail))
     try:
-        summary = json.loads(proc.stdout)
+        summary = json.loads(stdout)
     except json.JSONDecodeError as exc:
-        raise RuntimeError(f"output is not JSON: {proc.stdout[:200]!r}") from exc
+        raise RuntimeError(f"output is not JSON: {stdout[:200]!r}") from exc
     if not summary.get("best"):
         raise RuntimeError("no trial completed")
-    return summary, cmd, wall
+    return summary, cmd, wall, peak_mb
+
+
+def run_measured(cmd: list[str]) -> tuple[str, str, int, float, float]:
+    """Run ``cmd``: its stdout, stderr, exit code, wall seconds and peak resident MB.
+
+    The peak is the child's own (``wait4``), not the largest of every child so far.
+    """
+    start = time.perf_counter()
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=err, text=True)
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - start
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        err.seek(0)
+        stdout, stderr = out.read(), err.read()
+    return stdout, stderr, proc.returncode, wall, usage.ru_maxrss / 1024.0
 
 
 def shown_command(cmd: list[str], tmp: Path) -> str:
@@ -846,7 +861,7 @@ def run_dataset(
             study = f"{name}-s{seed}-{os.getpid()}"
             row.update(trials_budget=args.trials, workers=args.workers or 1, timeout=args.timeout)
             try:
-                summary, cmd, wall = run_tune(
+                summary, cmd, wall, _ = run_tune(
                     csv_path,
                     seed=seed,
                     trials=args.trials,

@@ -61,6 +61,18 @@ def _enqueue_sources(values: tuple[str, ...]) -> list[dict]:
     return out
 
 
+def _trial_rows(ctx: click.Context, param: click.Parameter, value: str | None):
+    """``--trial-rows``: a row count, ``all`` (no sample), or unset (the library's default)."""
+    if value is None:
+        return {}
+    if value.strip().lower() == "all":
+        return {"trial_rows": None}
+    try:
+        return {"trial_rows": int(value)}
+    except ValueError:
+        raise click.BadParameter(f"expected a number of rows or 'all', not {value!r}") from None
+
+
 def _trial_progress(hidden: bool) -> Progress:
     def describe(snap: dict) -> str:
         best = metric_text(snap["best"])
@@ -116,6 +128,15 @@ def _trial_progress(hidden: bool) -> Progress:
     "--workers", type=int, default=1, show_default=True, help="Worker processes sharing the study."
 )
 @click.option("--cv", type=int, help="Select with K-fold cross-validation on train+validation.")
+@click.option(
+    "--trial-rows",
+    callback=_trial_rows,
+    metavar="N|all",
+    help="Each trial trains on at most N training rows and is scored on at most N "
+    "validation rows (seeded samples that keep the anomalies' share); the best trial "
+    "is then refitted on every training row for as many rows seen. Tables whose parts "
+    "fit are not sampled; 'all' trains every trial on every row.  [default: 16384]",
+)
 @train_on_option
 @file_option(
     "--space",
@@ -162,6 +183,7 @@ def tune_command(
     seed,
     workers,
     cv,
+    trial_rows,
     train_on,
     space_file,
     enqueue,
@@ -230,6 +252,7 @@ def tune_command(
             seed=seed,
             workers=workers,
             cv=cv,
+            **trial_rows,
             train_on=train_on,
             space=space_file,
             enqueue=queued,
@@ -301,10 +324,24 @@ def _print_summary(summary: dict, out) -> None:
         f"{counts.get('pruned', 0)} pruned, {counts.get('fail', 0)} failed; "
         f"{study['epochs_trained']} epochs trained in {summary['timings']['tuning_seconds']:.0f}s"
     )
+    trials = (summary.get("fidelity") or {}).get("trials") or {}
+    if trials.get("sampled"):
+        click.echo(
+            f"trials trained on {trials['train_rows']:,} of {trials['of_train_rows']:,} training "
+            f"rows and were scored on {trials['val_rows']:,} of {trials['of_val_rows']:,} "
+            "validation rows (--trial-rows)"
+        )
     best = summary.get("best")
     if not best:
         click.echo("no trial completed; nothing to report")
         return
+    refit = (summary.get("fidelity") or {}).get("refit")
+    if trials.get("sampled") and refit:
+        click.echo(
+            f"the best trial was refitted on all {refit['train_rows']:,} training rows "
+            f"({refit['epochs']} epoch{'s' if refit['epochs'] != 1 else ''}, "
+            f"{refit['rows_seen']:,} rows seen)"
+        )
     objective = study["objectives"][0]
     click.echo(f"best trial #{best['number']} ({objective} {metric_text(best['value'])}):")
     print_fields(dict(sorted(best["params"].items())), format=param_text)

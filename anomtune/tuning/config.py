@@ -15,6 +15,7 @@ __all__ = [
     "SAMPLERS",
     "SECONDARY",
     "SPACE_HEADER",
+    "TRIAL_ROWS",
     "TuneConfig",
 ]
 
@@ -24,6 +25,11 @@ DEFAULT_PRUNER = "median"
 METRICS = ("auc-roc", "auc-pr", "f1")
 SECONDARY = ("latency", "size")
 PATIENCE = 20
+#: Most training rows, and most validation rows, one trial sees (see
+#: :meth:`anomtune.pipeline.Prepared.sampled`); the best trial is refitted on all.
+TRIAL_ROWS = 16_384
+#: The fewest rows a trial sample may hold.
+MIN_TRIAL_ROWS = 100
 SPACE_HEADER = (
     "# anomtune search space. Each [table] is a detector parameter: 'choices' for a\n"
     "# categorical one, 'low'/'high' (and 'log') for a range, 'value' to fix it.\n"
@@ -60,6 +66,7 @@ class TuneConfig(ReadOptions):
     workspace: str = ".anomtune"
     out: str | None = None
     patience: int = PATIENCE
+    trial_rows: int | None = TRIAL_ROWS
 
     def __post_init__(self):
         super().__post_init__()
@@ -96,6 +103,15 @@ class TuneConfig(ReadOptions):
             raise ConfigError(f"pruner must be one of {', '.join(PRUNERS)}, not {self.pruner!r}")
         if self.metric not in METRICS:
             raise ConfigError(f"metric must be one of {', '.join(METRICS)}, not {self.metric!r}")
+        if self.trial_rows is not None and (
+            isinstance(self.trial_rows, bool)
+            or not isinstance(self.trial_rows, int)
+            or self.trial_rows < MIN_TRIAL_ROWS
+        ):
+            raise ConfigError(
+                f"--trial-rows must be a whole number of at least {MIN_TRIAL_ROWS}, "
+                f"or 'all', not {self.trial_rows!r}"
+            )
         if self.trials < 1:
             raise ConfigError(f"--trials must be at least 1, not {self.trials}")
         if self.workers < 1:

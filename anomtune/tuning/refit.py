@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 
@@ -15,7 +16,7 @@ from anomtune.space import SearchSpace
 from anomtune.tuning.config import TuneConfig
 from anomtune.tuning.objective import Objective, unlabeled_value
 
-__all__ = ["Refit", "refit_best", "select_best"]
+__all__ = ["Refit", "refit_best", "refit_epochs", "select_best"]
 
 UNLABELED_NOTE = (
     "no label column: trials were compared on the validation reconstruction error "
@@ -57,22 +58,42 @@ class Refit:
     check: dict  # the refit's validation value against the trial's
     seconds: float
     note: str | None = None
+    train_rows: int = 0
+
+
+def refit_epochs(best_epoch: int, trial_rows: int, train_rows: int) -> int:
+    """The refit's epochs: as many rows seen as the trial's best epoch saw.
+
+    A trial that trained on a sample of ``trial_rows`` rows reached its best
+    validation value after ``best_epoch`` passes over them; the refit on all
+    ``train_rows`` rows trains until it has seen as many rows (rounded up to
+    whole passes, at least one). Without a sample this is ``best_epoch``.
+    """
+    best_epoch = max(1, int(best_epoch))
+    if trial_rows >= train_rows:
+        return best_epoch
+    return max(1, math.ceil(best_epoch * trial_rows / train_rows))
 
 
 def refit_best(
     best, config: TuneConfig, prepared: Prepared, space: SearchSpace, objective: Objective
 ) -> Refit:
-    """Refit trial ``best`` with its recorded seed for its best epoch count.
+    """Refit trial ``best`` with its recorded seed on every training row.
 
-    The threshold maximises F1 on the validation rows (labeled data) or stays
-    the training-score quantile; the test rows are scored once.
+    It trains for the trial's best epoch count, in rows seen when the trials
+    trained on a sample (:func:`refit_epochs`). The threshold maximises F1 on
+    the validation rows (labeled data) or stays the training-score quantile;
+    the test rows are scored once.
     """
     import optuna
 
     params = space.sample(optuna.trial.FixedTrial(best.params))
     best_epoch = int(best.user_attrs.get("best_epoch") or params.get("epochs", 50))
     seed = int(best.user_attrs["seed"])
-    refit_params = {**params, "epochs": max(1, best_epoch)}
+    trial_rows = len(objective.prepared.train)
+    sampled = objective.prepared is not prepared
+    epochs = refit_epochs(best_epoch, trial_rows, len(prepared.train))
+    refit_params = {**params, "epochs": epochs}
     started = time.perf_counter()
     detector = fit_detector(prepared, refit_params, seed=seed)
     _, y_val = prepared.rows("val")
@@ -107,11 +128,19 @@ def refit_best(
         note = UNLABELED_NOTE
     check = {
         "seed": seed,
-        "epochs": best_epoch,
+        "epochs": epochs,
         "val_value": value,
         "trial_value": float(best.values[0]),
     }
-    if config.cv:
+    if sampled:
+        check["trial_best_epoch"] = best_epoch
+        check["note"] = (
+            f"the trials trained on {trial_rows:,} sampled training rows and were scored on "
+            f"{len(objective.prepared.split.val):,} sampled validation rows; the refit trains "
+            f"on all {len(prepared.train):,} training rows for as many rows seen and is "
+            "checked on every validation row"
+        )
+    elif config.cv:
         check["note"] = (
             "the trial value is a cross-validation mean; the refit trains on the train "
             "split and is checked on the validation split"
@@ -123,9 +152,10 @@ def refit_best(
         trial=best,
         params=refit_params,
         seed=seed,
-        epochs=best_epoch,
+        epochs=epochs,
         metrics=metrics,
         check=check,
         seconds=time.perf_counter() - started,
         note=note,
+        train_rows=len(prepared.train),
     )

@@ -22,7 +22,7 @@ from anomtune import __version__
 from anomtune.data import Table
 from anomtune.errors import AnomtuneError, ConfigError
 from anomtune.model import AnomalyModel
-from anomtune.pipeline import prepare
+from anomtune.pipeline import Prepared, prepare
 from anomtune.run import RunFolder, RunSummary
 from anomtune.space import SearchSpace, default_space, load_space
 from anomtune.tuning.config import SPACE_HEADER, TuneConfig
@@ -126,12 +126,13 @@ def run_study(
     optuna.logging.enable_propagation()
     started = time.perf_counter()
     table, prepared, space = _build(config, table)
+    trial_data, fidelity = trial_view(config, prepared)
     if config.study is None:
         config.study = Path(config.data).stem or "study"
     out = Path(config.out) if config.out else Path("runs") / config.study
     _check_out_folder(out)
     storage, storage_label = open_storage(config.storage, config.workspace)
-    study, resumed = _create_or_resume(config, storage, table, space, config.study)
+    study, resumed = _create_or_resume(config, storage, table, space, config.study, fidelity)
     if on_table is not None:  # every setting is checked and the study is open
         on_table(table)
     orphaned = fail_orphaned_trials(study)
@@ -144,7 +145,7 @@ def run_study(
         n_trials = min(n_trials, queued)
         if n_trials == 0:
             logger.warning("every grid combination has already run")
-    objective = Objective(config, prepared, space)
+    objective = Objective(config, trial_data, space)
     interrupted = False
     worker_failures: list[dict] = []
     progress = _Progress(study, before, n_trials, started, on_progress)
@@ -182,6 +183,7 @@ def run_study(
     if best is not None:
         refit = refit_best(best, config, prepared, space, objective)
         _record_refit(summary, refit, study, config)
+    summary.fidelity = _fidelity(fidelity, summary.study["epochs_trained"], refit)
     summary.timings = {"tuning_seconds": round(tuned - started, 3)}
     if refit is not None:
         summary.timings.update(
@@ -266,6 +268,38 @@ def _record_refit(summary: RunSummary, refit: Refit, study, config: TuneConfig) 
         )
 
 
+def _fidelity(trials: dict, epochs_trained: int, refit: Refit | None) -> dict:
+    """What summary.json records of the rows the trials and the refit trained on."""
+    out = {
+        "trials": trials,
+        "rule": "each trial trains on at most trial_rows training rows and is scored on at "
+        "most trial_rows validation rows (seeded samples keeping the anomalies' share); "
+        "the best trial is refitted on every training row for as many rows seen as its "
+        "best epoch saw",
+        # Trials that stop early count their epochs; cross-validated trials count
+        # passes over each fold's rows as passes over the trial rows.
+        "rows_trained": epochs_trained * trials["train_rows"],
+    }
+    if refit is not None:
+        rows_seen = refit.epochs * refit.train_rows
+        out["refit"] = {
+            "train_rows": refit.train_rows,
+            "epochs": refit.epochs,
+            "rows_seen": rows_seen,
+        }
+        out["rows_trained"] += rows_seen
+    return out
+
+
+def trial_view(config: TuneConfig, prepared: Prepared) -> tuple[Prepared, dict]:
+    """The rows the trials train and are scored on (``--trial-rows``), and their record.
+
+    Seeded by the study's seed, so every worker and every resumed run samples
+    the same rows.
+    """
+    return prepared.sampled(config.trial_rows, seed=config.seed)
+
+
 def versions() -> dict:
     """Versions of Python and every library a result depends on."""
     from importlib.metadata import PackageNotFoundError, version
@@ -324,8 +358,9 @@ def _build(config: TuneConfig, table: Table | None = None):
     return table, prepared, space
 
 
-def _study_attrs(config: TuneConfig, table: Table, space: SearchSpace) -> dict:
+def _study_attrs(config: TuneConfig, table: Table, space: SearchSpace, fidelity: dict) -> dict:
     return {
+        "anomtune.trial_rows": [fidelity["train_rows"], fidelity["val_rows"]],
         "anomtune.data_fingerprint": table.fingerprint,
         "anomtune.space_fingerprint": space.fingerprint(),
         "anomtune.objectives": config.objective_names(table.labels is not None),
@@ -335,10 +370,12 @@ def _study_attrs(config: TuneConfig, table: Table, space: SearchSpace) -> dict:
     }
 
 
-def _create_or_resume(config: TuneConfig, storage, table: Table, space: SearchSpace, name: str):
+def _create_or_resume(
+    config: TuneConfig, storage, table: Table, space: SearchSpace, name: str, fidelity: dict
+):
     import optuna
 
-    attrs = _study_attrs(config, table, space)
+    attrs = _study_attrs(config, table, space, fidelity)
     directions = config.directions(table.labels is not None)
     existing = {s.study_name for s in optuna.get_all_study_summaries(storage)}
     if name in existing:
@@ -457,6 +494,7 @@ def _worker_main(config_dict: dict, n_trials: int, worker_index: int, threads: i
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     config = TuneConfig(**config_dict)
     _, prepared, space = _build(config)
+    trial_data, _ = trial_view(config, prepared)
     storage, _ = open_storage(config.storage, config.workspace)
     study = optuna.load_study(
         study_name=config.study,
@@ -466,7 +504,7 @@ def _worker_main(config_dict: dict, n_trials: int, worker_index: int, threads: i
     )
     with contextlib.suppress(KeyboardInterrupt), Interrupt.deferred():
         study.optimize(
-            Objective(config, prepared, space),
+            Objective(config, trial_data, space),
             n_trials=n_trials,
             timeout=config.timeout,
             catch=(AnomtuneError,),

@@ -1,0 +1,152 @@
+"""Trials on a sample of the rows (--trial-rows), the refit on all of them, and the record."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from conftest import FAST_SPACE, ok, refused, write_planted
+
+from anomtune.data import subsample
+from anomtune.tuning.config import TRIAL_ROWS, TuneConfig
+from anomtune.tuning.refit import refit_epochs
+
+
+@pytest.fixture()
+def workdir(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    write_planted(tmp_path / "planted.csv", n=2000)
+    (tmp_path / "space.toml").write_text(FAST_SPACE)
+    return tmp_path
+
+
+def tune(*extra: str) -> dict:
+    out = ok(
+        "tune", "planted.csv", "--label", "label", "--space", "space.toml", "--trials", "3",
+        "--quiet", "--json", *extra,
+    )  # fmt: skip
+    return json.loads(out)
+
+
+# -- the parts ------------------------------------------------------------------------
+
+
+def test_subsample_keeps_each_labels_share_in_order_and_is_seeded():
+    labels = np.r_[np.zeros(900, int), np.ones(100, int)]
+    positions = np.arange(0, 2000, 2)  # a part of a larger table
+    table_labels = np.zeros(2000, int)
+    table_labels[positions] = labels
+    picked = subsample(positions, table_labels, 200, seed=3)
+    assert len(picked) == 200
+    assert int(table_labels[picked].sum()) == 20  # 10% anomalies, as in the part
+    assert set(picked) <= set(positions) and np.all(np.diff(picked) > 0)
+    assert np.array_equal(picked, subsample(positions, table_labels, 200, seed=3))
+    assert not np.array_equal(picked, subsample(positions, table_labels, 200, seed=4))
+    # A part that fits comes back whole; a rare label keeps at least one row.
+    assert np.array_equal(subsample(positions, table_labels, 5000, seed=0), positions)
+    rare = np.r_[np.zeros(999, int), 1]
+    assert rare[subsample(np.arange(1000), rare, 10, seed=0)].sum() == 1
+    assert len(subsample(np.arange(1000), None, 10, seed=0)) == 10
+
+
+def test_refit_epochs_match_the_rows_the_trial_saw():
+    assert refit_epochs(40, 1000, 1000) == 40  # no sample: the trial's best epoch
+    assert refit_epochs(40, 1000, 10_000) == 4  # 40,000 rows seen either way
+    assert refit_epochs(3, 1000, 10_000) == 1  # at least one whole pass
+    assert refit_epochs(41, 1000, 10_000) == 5  # rounded up
+    assert refit_epochs(0, 1000, 10_000) == 1
+
+
+def test_prepared_sampled_leaves_a_small_table_alone_and_samples_a_large_one(tmp_path):
+    from anomtune.data import read_table
+    from anomtune.pipeline import prepare
+
+    table = read_table(write_planted(tmp_path / "p.csv", n=2000), label="label")
+    prepared = prepare(table, seed=0)
+    same, record = prepared.sampled(5000, seed=0)
+    assert same is prepared and record["sampled"] is False
+    assert prepared.sampled(None, seed=0)[0] is prepared
+    small, record = prepared.sampled(200, seed=0)
+    assert record["sampled"] and record["of_train_rows"] == len(prepared.train)
+    assert len(small.split.val) == record["val_rows"] <= 200
+    assert len(small.train) == record["train_rows"] <= 200
+    assert set(small.train) <= set(prepared.train)
+    assert set(small.split.val) <= set(prepared.split.val)
+    # The anomalies' share of the validation rows is kept; the test rows are untouched.
+    share = prepared.y[prepared.split.val].mean()
+    assert abs(prepared.y[small.split.val].mean() - share) < 0.02
+    assert np.array_equal(small.split.test, prepared.split.test)
+    assert small.encoder is prepared.encoder and small.X is prepared.X
+
+
+def test_the_default_is_the_documented_one():
+    from anomtune.cli.tune import tune_command
+
+    assert TuneConfig(data="x.csv").trial_rows == TRIAL_ROWS
+    (option,) = [p for p in tune_command.params if p.name == "trial_rows"]
+    assert f"[default: {TRIAL_ROWS}]" in option.help
+
+
+# -- through the command line ------------------------------------------------------------
+
+
+def test_trials_train_on_the_sample_and_the_refit_on_every_row(workdir):
+    summary = tune("--trial-rows", "300", "--study", "sampled")
+    fidelity = summary["fidelity"]
+    trials, refit = fidelity["trials"], fidelity["refit"]
+    assert trials["sampled"] is True and trials["rows_limit"] == 300
+    assert trials["train_rows"] <= 300 and trials["val_rows"] <= 300
+    # 2,000 rows: 1,200 training rows, 1,080 of them normal; 400 validation rows.
+    assert trials["of_train_rows"] == refit["train_rows"] == 1080
+    assert trials["of_val_rows"] == summary["split"]["rows"]["val"] == 400
+    # The refit trains for as many rows as the best trial's best epoch saw.
+    best_epoch = summary["refit"]["trial_best_epoch"]
+    assert refit["epochs"] == refit_epochs(best_epoch, trials["train_rows"], refit["train_rows"])
+    assert refit["rows_seen"] == refit["epochs"] * refit["train_rows"]
+    assert summary["best"]["params"]["epochs"] == refit["epochs"]
+    assert fidelity["rows_trained"] == (
+        summary["study"]["epochs_trained"] * trials["train_rows"] + refit["rows_seen"]
+    )
+    # The refit is checked on every validation row, and says why it differs.
+    assert "sampled" in summary["refit"]["note"] and "matches" not in summary["refit"]
+    assert summary["metrics"]["test"]["auc_roc"] > 0.8
+    # The trials' rows are recorded with the study: resuming with another sample is refused.
+    err = refused(
+        "tune", "planted.csv", "--label", "label", "--space", "space.toml", "--trials", "1",
+        "--quiet", "--study", "sampled", "--trial-rows", "500",
+    )  # fmt: skip
+    assert "trial rows" in err and "--study" in err
+
+
+def test_a_table_that_fits_the_sample_gives_the_same_result_as_no_sample(workdir):
+    default = tune("--study", "fits")
+    everything = tune("--study", "all-rows", "--trial-rows", "all")
+    assert default["fidelity"]["trials"]["sampled"] is False
+    assert everything["fidelity"]["trials"]["rows_limit"] is None
+    for key in ("best", "metrics", "threshold"):
+        assert default[key] == everything[key], key
+    assert default["refit"]["matches"] is True
+    rows = json.loads((workdir / "runs" / "fits" / "summary.json").read_text())
+    assert rows["fidelity"] == default["fidelity"]
+
+
+@pytest.mark.parametrize(
+    ("value", "needle"),
+    [("12", "at least 100"), ("lots", "'all'"), ("-5", "at least 100"), ("1.5", "'all'")],
+)
+def test_bad_trial_rows_is_one_line_that_names_the_fix(workdir, value, needle):
+    err = refused("tune", "planted.csv", "--label", "label", "--trial-rows", value)
+    assert "--trial-rows" in err and needle in err
+    assert not (workdir / "runs").exists()
+
+
+def test_the_library_takes_trial_rows_too(workdir):
+    import anomtune
+
+    result = anomtune.tune(
+        "planted.csv", label="label", space="space.toml", trials=2, trial_rows=300, out="lib"
+    )
+    assert result.summary.fidelity["trials"]["sampled"] is True
+    with pytest.raises(anomtune.ConfigError, match="trial-rows"):
+        anomtune.tune("planted.csv", label="label", trial_rows=True)
