@@ -436,6 +436,21 @@ class AutoencoderDetector(OutlierMixin, BaseEstimator):
         self.n_epochs_ = result.epochs
         self.training_status_ = result.status
         self.loss_curve_ = list(result.loss_curve)
+        self._settle(X)
+        return self
+
+    def restore(self, state: dict, X, *, epoch: int) -> AutoencoderDetector:
+        """Go back to the weights ``state`` (a ``net_.state_dict()`` copy taken after
+        epoch ``epoch``), and recompute what fit derives from the training rows ``X``."""
+        self.net_.load_state_dict(state)
+        self.module_.eval()
+        self.n_epochs_ = int(epoch)
+        self._settle(validate_data(self, X, dtype=np.float32, reset=False))
+        return self
+
+    def _settle(self, X) -> None:
+        """The training-score figures of the current weights: the unseen-value
+        weight and the contamination threshold."""
         train_scores = self.anomaly_score(X)
         finite = np.isfinite(train_scores).all()
         # What a categorical value never seen in training adds to a row's
@@ -449,7 +464,6 @@ class AutoencoderDetector(OutlierMixin, BaseEstimator):
             )
         else:
             self.set_threshold(math.inf, rule="none: training scores are not finite")
-        return self
 
     def _score_kind(self) -> str:
         return "elbo" if self.variant == "vae" and self.vae_score == "elbo" else "reconstruction"

@@ -136,14 +136,30 @@ def new_detector(params: dict, *, seed: int) -> AutoencoderDetector:
 
 
 def fit_detector(
-    prepared: Prepared, params: dict, *, seed: int, epoch_callback=None
+    prepared: Prepared, params: dict, *, seed: int, epoch_callback=None, keep_best=None
 ) -> AutoencoderDetector:
     """Fit a detector with ``params`` on the training rows and, for labeled
     data, set its threshold to the one that maximises F1 on the validation
-    rows (unlabeled: the training-score quantile stays)."""
+    rows (unlabeled: the training-score quantile stays).
+
+    ``keep_best``: an :class:`~anomtune.tuning.objective.EpochTracker`-like
+    callable ``(epoch, detector) -> stop``, with ``best_epoch``; the detector
+    then ends with the weights of that epoch, not of its last one.
+    """
     detector = new_detector(params, seed=seed)
     X_train, _ = prepared.rows("train")
+    kept: dict = {}
+    if keep_best is not None:
+
+        def epoch_callback(epoch, fitted):
+            stop = keep_best(epoch, fitted)
+            if keep_best.best_epoch == epoch:
+                kept.update(epoch=epoch, state=_copy_state(fitted.net_))
+            return stop
+
     detector.fit(X_train, epoch_callback=epoch_callback)
+    if kept and kept["epoch"] != detector.n_epochs_:
+        detector.restore(kept["state"], X_train, epoch=kept["epoch"])
     _, y_val = prepared.rows("val")
     if y_val is not None:
         scores = prepared.scores(detector, "val")
@@ -151,6 +167,10 @@ def fit_detector(
             threshold, _ = best_f1_threshold(y_val, scores)
             detector.set_threshold(threshold, rule="maximises F1 on the validation split")
     return detector
+
+
+def _copy_state(net) -> dict:
+    return {k: v.detach().clone() for k, v in net.state_dict().items()}
 
 
 def check_param_names(params: dict) -> None:

@@ -268,6 +268,48 @@ def _plot_history(run: _Run) -> str:
     return _svg(fig)
 
 
+def _anytime(run: _Run) -> dict | None:
+    """The run's anytime record: from summary.json, else from the study's trials."""
+    if run.summary.get("anytime"):
+        return run.summary["anytime"]
+    if run.study is not None:
+        from anomtune.tuning.anytime import anytime
+
+        return anytime(
+            run.study.get_trials(deepcopy=False), maximize=_direction(run.summary) == "maximize"
+        )
+    return None
+
+
+def _plot_anytime(record: dict, summary: dict) -> str | None:
+    """The best validation value so far, against finished trials and against seconds."""
+    points = [p for p in record["points"] if p["best"] is not None]
+    if not points:
+        return None
+    fig, axes = _figure(9, 3.2, ncols=2)
+    count = {id(p): i + 1 for i, p in enumerate(record["points"])}
+    best = [p["best"] for p in points]
+    label = f"best validation {_objective_label(summary)}"
+    left, right = axes[0, 0], axes[0, 1]
+    left.step([count[id(p)] for p in points], best, where="post", color=_BEST, linewidth=1.5)
+    left.set_xlabel("finished trials")
+    cut = record["last_third"]["last_third_from"]
+    if record["last_third"]["improved"] is not None:
+        left.axvspan(cut - 0.5, len(record["points"]) + 0.5, color=_NORMAL, alpha=0.08)
+        left.text(cut, min(best), " last third", fontsize=8, va="bottom", color=_NORMAL)
+    timed = [p for p in points if p["seconds"] is not None]
+    if timed:
+        right.step([p["seconds"] for p in timed], [p["best"] for p in timed], where="post",
+                   color=_BEST, linewidth=1.5)  # fmt: skip
+    right.set_xlabel("seconds since the first trial started")
+    for ax in (left, right):
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+    left.set_title("Best so far, by trials")
+    right.set_title("Best so far, by time")
+    return _svg(fig)
+
+
 def _plot_intermediate(run: _Run) -> str | None:
     with_values = [t for t in run.trials if t.intermediate]
     if not with_values:
@@ -674,6 +716,23 @@ def _search_section(run: _Run) -> str:
             f"{n_pruned} pruned trials at the value of their last epoch.",
         )
     )
+    record = _anytime(run)
+    anytime_svg = _plot_anytime(record, run.summary) if record else None
+    if anytime_svg is not None:
+        from anomtune.tuning.anytime import last_third_sentence
+
+        sentence = last_third_sentence(record["last_third"], _objective_label(run.summary))
+        parts.append(
+            _plot_block(
+                "anytime",
+                anytime_svg,
+                "The best validation value after each finished trial, against the "
+                "trials and against the seconds since the first one started.",
+            )
+        )
+        parts.append(f'<p class="verdict" id="more-trials">{_esc(sentence)}</p>')
+    else:
+        parts.append(_note("No complete trial, so there is no best value to follow."))
     intermediate = _plot_intermediate(run)
     if intermediate is not None:
         parts.append(

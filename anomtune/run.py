@@ -70,6 +70,8 @@ class RunSummary:
     registered: dict | None = None
     #: The rows the trials and the refit trained on (``--trial-rows``).
     fidelity: dict | None = None
+    #: The best value so far after each finished trial (anomtune.tuning.anytime).
+    anytime: dict | None = None
     format: str = FORMAT
 
     _OPTIONAL = (
@@ -83,6 +85,7 @@ class RunSummary:
         "workers",
         "registered",
         "fidelity",
+        "anytime",
     )
 
     @property

@@ -134,7 +134,8 @@ def _trial_progress(hidden: bool) -> Progress:
     metavar="N|all",
     help="Each trial trains on at most N training rows and is scored on at most N "
     "validation rows (seeded samples that keep the anomalies' share); the best trial "
-    "is then refitted on every training row for as many rows seen. Tables whose parts "
+    "is then refitted on every training row, keeping its best epoch on every validation "
+    "row. Tables whose parts "
     "fit are not sampled; 'all' trains every trial on every row.  [default: 16384]",
 )
 @train_on_option
@@ -339,8 +340,7 @@ def _print_summary(summary: dict, out) -> None:
     if trials.get("sampled") and refit:
         click.echo(
             f"the best trial was refitted on all {refit['train_rows']:,} training rows "
-            f"({refit['epochs']} epoch{'s' if refit['epochs'] != 1 else ''}, "
-            f"{refit['rows_seen']:,} rows seen)"
+            f"(kept epoch {refit['epochs']} of {refit['epochs_run']} on every validation row)"
         )
     objective = study["objectives"][0]
     click.echo(f"best trial #{best['number']} ({objective} {metric_text(best['value'])}):")

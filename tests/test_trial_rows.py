@@ -10,7 +10,6 @@ from conftest import FAST_SPACE, ok, refused, write_planted
 
 from anomtune.data import subsample
 from anomtune.tuning.config import TRIAL_ROWS, TuneConfig
-from anomtune.tuning.refit import refit_epochs
 
 
 @pytest.fixture()
@@ -50,12 +49,33 @@ def test_subsample_keeps_each_labels_share_in_order_and_is_seeded():
     assert len(subsample(np.arange(1000), None, 10, seed=0)) == 10
 
 
-def test_refit_epochs_match_the_rows_the_trial_saw():
-    assert refit_epochs(40, 1000, 1000) == 40  # no sample: the trial's best epoch
-    assert refit_epochs(40, 1000, 10_000) == 4  # 40,000 rows seen either way
-    assert refit_epochs(3, 1000, 10_000) == 1  # at least one whole pass
-    assert refit_epochs(41, 1000, 10_000) == 5  # rounded up
-    assert refit_epochs(0, 1000, 10_000) == 1
+def test_fit_detector_keeps_the_weights_of_its_best_epoch(tmp_path):
+    from anomtune.data import read_table
+    from anomtune.metrics import auc_roc
+    from anomtune.pipeline import fit_detector, prepare
+    from anomtune.tuning.objective import EpochTracker, labeled_value
+
+    prepared = prepare(read_table(write_planted(tmp_path / "p.csv", n=600), label="label"))
+    X_train, _ = prepared.rows("train")
+    X_val, y_val = prepared.rows("val")
+    values = []
+
+    def evaluate(detector):
+        values.append(labeled_value(auc_roc, X_val, y_val)(detector))
+        # A value that falls after epoch 3, so the kept epoch is not the last one.
+        return values[-1] - 0.01 * max(0, len(values) - 3)
+
+    tracker = EpochTracker(evaluate, None, maximize=True, patience=50, report=False)
+    params = {"variant": "ae", "epochs": 8, "learning_rate": 0.01, "latent_dim": 2}
+    detector = fit_detector(prepared, params, seed=0, keep_best=tracker)
+    assert detector.training_.epochs == 8 and 1 <= tracker.best_epoch < 8
+    assert detector.n_epochs_ == tracker.best_epoch
+    kept = values[tracker.best_epoch - 1]
+    assert auc_roc(y_val, detector.anomaly_score(X_val)) == pytest.approx(kept, abs=1e-12)
+    # What fit derives from the training scores belongs to the kept weights.
+    assert detector.max_train_score_ == pytest.approx(float(detector.anomaly_score(X_train).max()))
+    again = fit_detector(prepared, {**params, "epochs": tracker.best_epoch}, seed=0)
+    assert np.allclose(again.anomaly_score(X_val), detector.anomaly_score(X_val), rtol=1e-5)
 
 
 def test_prepared_sampled_leaves_a_small_table_alone_and_samples_a_large_one(tmp_path):
@@ -100,10 +120,11 @@ def test_trials_train_on_the_sample_and_the_refit_on_every_row(workdir):
     # 2,000 rows: 1,200 training rows, 1,080 of them normal; 400 validation rows.
     assert trials["of_train_rows"] == refit["train_rows"] == 1080
     assert trials["of_val_rows"] == summary["split"]["rows"]["val"] == 400
-    # The refit trains for as many rows as the best trial's best epoch saw.
+    # The refit trains on every row for at most the trial's best epoch count
+    # and keeps its best epoch on every validation row.
     best_epoch = summary["refit"]["trial_best_epoch"]
-    assert refit["epochs"] == refit_epochs(best_epoch, trials["train_rows"], refit["train_rows"])
-    assert refit["rows_seen"] == refit["epochs"] * refit["train_rows"]
+    assert 1 <= refit["epochs"] <= refit["epochs_run"] <= best_epoch
+    assert refit["rows_seen"] == refit["epochs_run"] * refit["train_rows"]
     assert summary["best"]["params"]["epochs"] == refit["epochs"]
     assert fidelity["rows_trained"] == (
         summary["study"]["epochs_trained"] * trials["train_rows"] + refit["rows_seen"]

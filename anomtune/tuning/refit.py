@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass
 
@@ -14,9 +13,9 @@ from anomtune.model import AnomalyModel
 from anomtune.pipeline import Prepared, fit_detector
 from anomtune.space import SearchSpace
 from anomtune.tuning.config import TuneConfig
-from anomtune.tuning.objective import Objective, unlabeled_value
+from anomtune.tuning.objective import EpochTracker, Objective, labeled_value, unlabeled_value
 
-__all__ = ["Refit", "refit_best", "refit_epochs", "select_best"]
+__all__ = ["Refit", "refit_best", "select_best"]
 
 UNLABELED_NOTE = (
     "no label column: trials were compared on the validation reconstruction error "
@@ -59,20 +58,7 @@ class Refit:
     seconds: float
     note: str | None = None
     train_rows: int = 0
-
-
-def refit_epochs(best_epoch: int, trial_rows: int, train_rows: int) -> int:
-    """The refit's epochs: as many rows seen as the trial's best epoch saw.
-
-    A trial that trained on a sample of ``trial_rows`` rows reached its best
-    validation value after ``best_epoch`` passes over them; the refit on all
-    ``train_rows`` rows trains until it has seen as many rows (rounded up to
-    whole passes, at least one). Without a sample this is ``best_epoch``.
-    """
-    best_epoch = max(1, int(best_epoch))
-    if trial_rows >= train_rows:
-        return best_epoch
-    return max(1, math.ceil(best_epoch * trial_rows / train_rows))
+    epochs_run: int = 0  # epochs trained, the kept one and any after it
 
 
 def refit_best(
@@ -80,10 +66,11 @@ def refit_best(
 ) -> Refit:
     """Refit trial ``best`` with its recorded seed on every training row.
 
-    It trains for the trial's best epoch count, in rows seen when the trials
-    trained on a sample (:func:`refit_epochs`). The threshold maximises F1 on
-    the validation rows (labeled data) or stays the training-score quantile;
-    the test rows are scored once.
+    Without a sample it trains for the trial's best epoch count and gives the
+    trial's own model. After sampled trials it trains for at most that many
+    epochs, scored on every validation row after each, and keeps its best
+    epoch. The threshold maximises F1 on the validation rows (labeled data) or
+    stays the training-score quantile; the test rows are scored once.
     """
     import optuna
 
@@ -92,10 +79,26 @@ def refit_best(
     seed = int(best.user_attrs["seed"])
     trial_rows = len(objective.prepared.train)
     sampled = objective.prepared is not prepared
-    epochs = refit_epochs(best_epoch, trial_rows, len(prepared.train))
-    refit_params = {**params, "epochs": epochs}
+    refit_params = {**params, "epochs": max(1, best_epoch)}
     started = time.perf_counter()
-    detector = fit_detector(prepared, refit_params, seed=seed)
+    keep_best = None
+    if sampled:
+        # On every row the best epoch count differs from the sample's: the
+        # refit is scored on the validation rows after each epoch, up to the
+        # trial's best epoch count, and keeps its best epoch.
+        X_val, y_val = prepared.rows("val")
+        keep_best = EpochTracker(
+            labeled_value(objective.metric, X_val, y_val)
+            if objective.labeled
+            else unlabeled_value(X_val, prepared.rows("train")[0]),
+            None,
+            maximize=objective.labeled,
+            patience=config.patience,
+            report=False,
+        )
+    detector = fit_detector(prepared, refit_params, seed=seed, keep_best=keep_best)
+    epochs = int(detector.n_epochs_) if sampled else refit_params["epochs"]
+    refit_params["epochs"] = epochs
     _, y_val = prepared.rows("val")
     X_test, y_test = prepared.rows("test")
     val_scores = prepared.scores(detector, "val")
@@ -137,8 +140,9 @@ def refit_best(
         check["note"] = (
             f"the trials trained on {trial_rows:,} sampled training rows and were scored on "
             f"{len(objective.prepared.split.val):,} sampled validation rows; the refit trains "
-            f"on all {len(prepared.train):,} training rows for as many rows seen and is "
-            "checked on every validation row"
+            f"on all {len(prepared.train):,} training rows for at most the trial's "
+            f"{best_epoch} epochs, keeps the epoch with the best value on every validation "
+            "row, and is checked there"
         )
     elif config.cv:
         check["note"] = (
@@ -158,4 +162,5 @@ def refit_best(
         seconds=time.perf_counter() - started,
         note=note,
         train_rows=len(prepared.train),
+        epochs_run=int(detector.training_.epochs),
     )

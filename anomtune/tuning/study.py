@@ -25,6 +25,7 @@ from anomtune.model import AnomalyModel
 from anomtune.pipeline import Prepared, prepare
 from anomtune.run import RunFolder, RunSummary
 from anomtune.space import SearchSpace, default_space, load_space
+from anomtune.tuning.anytime import anytime
 from anomtune.tuning.config import SPACE_HEADER, TuneConfig
 from anomtune.tuning.factories import make_pruner, make_sampler, max_epochs, pruner_settings
 from anomtune.tuning.objective import Interrupt, Objective
@@ -239,6 +240,7 @@ def _summary(config, study, table, prepared, space, storage_label, resumed, argv
             "epochs_trained": epochs_total,
         },
         versions=versions(),
+        anytime=anytime(trials, maximize=study.directions[0].name == "MAXIMIZE"),
     )
 
 
@@ -274,17 +276,18 @@ def _fidelity(trials: dict, epochs_trained: int, refit: Refit | None) -> dict:
         "trials": trials,
         "rule": "each trial trains on at most trial_rows training rows and is scored on at "
         "most trial_rows validation rows (seeded samples keeping the anomalies' share); "
-        "the best trial is refitted on every training row for as many rows seen as its "
-        "best epoch saw",
+        "the best trial is refitted on every training row for at most its best epoch "
+        "count, scored on every validation row after each epoch, keeping its best epoch",
         # Trials that stop early count their epochs; cross-validated trials count
         # passes over each fold's rows as passes over the trial rows.
         "rows_trained": epochs_trained * trials["train_rows"],
     }
     if refit is not None:
-        rows_seen = refit.epochs * refit.train_rows
+        rows_seen = refit.epochs_run * refit.train_rows
         out["refit"] = {
             "train_rows": refit.train_rows,
             "epochs": refit.epochs,
+            "epochs_run": refit.epochs_run,
             "rows_seen": rows_seen,
         }
         out["rows_trained"] += rows_seen
