@@ -296,7 +296,14 @@ def _plot_anytime(record: dict, summary: dict) -> str | None:
     cut = record["last_third"]["last_third_from"]
     if record["last_third"]["improved"] is not None:
         left.axvspan(cut - 0.5, len(record["points"]) + 0.5, color=_NORMAL, alpha=0.08)
-        left.text(cut, min(best), " last third", fontsize=8, va="bottom", color=_NORMAL)
+        left.text(
+            cut,
+            0.03,
+            " last third",
+            fontsize=8,
+            color=_NORMAL,
+            transform=left.get_xaxis_transform(),
+        )
     timed = [p for p in points if p["seconds"] is not None]
     if timed:
         right.step([p["seconds"] for p in timed], [p["best"] for p in timed], where="post",
@@ -722,6 +729,7 @@ def _search_section(run: _Run) -> str:
         from anomtune.tuning.anytime import last_third_sentence
 
         sentence = last_third_sentence(record["last_third"], _objective_label(run.summary))
+
         parts.append(
             _plot_block(
                 "anytime",

@@ -325,6 +325,10 @@ def _print_summary(summary: dict, out) -> None:
         f"{counts.get('pruned', 0)} pruned, {counts.get('fail', 0)} failed; "
         f"{study['epochs_trained']} epochs trained in {summary['timings']['tuning_seconds']:.0f}s"
     )
+    if summary.get("anytime"):
+        from anomtune.tuning.anytime import last_third_sentence
+
+        click.echo(last_third_sentence(summary["anytime"]["last_third"], study["objectives"][0]))
     trials = (summary.get("fidelity") or {}).get("trials") or {}
     if trials.get("sampled"):
         click.echo(

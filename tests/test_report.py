@@ -36,6 +36,7 @@ choices = [32, 64]
 
 EXPECTED_PLOTS = {
     "history",
+    "anytime",
     "intermediate",
     "importance",
     "slice",
@@ -128,6 +129,29 @@ def test_report_holds_every_section_and_the_summary_numbers(run):
     command = html.unescape(re.search(r'<pre id="command">(.*?)</pre>', page, re.S).group(1))
     assert command == " ".join(summary["command"])
     assert 'class="warning"' not in page  # recomputed AUCs equal the recorded ones
+
+
+def test_the_anytime_plot_and_its_verdict_come_from_the_study(run):
+    from anomtune.tuning.anytime import last_third_sentence
+
+    _, summary, page = run
+    record = summary["anytime"]
+    assert len(record["points"]) == 10
+    sentence = last_third_sentence(record["last_third"], "auc-roc")
+    assert f'<p class="verdict" id="more-trials">{html.escape(sentence)}</p>' in page
+    assert "last 3 of 10" in sentence
+    # Its figures: the best complete value before the last third and at the end.
+    values = [t for t in summary_trials(run) if t["state"] == "complete"]
+    last = max(float(t["value"]) for t in values)
+    assert record["last_third"]["after"] == pytest.approx(last)
+
+
+def summary_trials(run) -> list[dict]:
+    import csv
+
+    root, _, _ = run
+    with (root / "run" / "trials.csv").open() as fh:
+        return list(csv.DictReader(fh))
 
 
 def test_confusion_matrices_agree_with_the_recorded_metrics(run):
@@ -321,6 +345,9 @@ def test_unlabeled_run_and_moved_data_file(tmp_path, capsys, monkeypatch):
     assert out.strip() == "wrote u.html"
     page = Path("u.html").read_text()
     found = set(re.findall(r'data-plot="([^"]+)"', page))
-    assert found == {"history", "intermediate", "slice", "scores-val", "scores-test", "top-rows"}
+    assert found == {
+        *("history", "anytime", "intermediate", "slice"),
+        *("scores-val", "scores-test", "top-rows"),
+    }
     assert "fANOVA importances need at least 4 complete trials; this run has 2." in page
     assert "RECONSTRUCTION-ERROR" in page

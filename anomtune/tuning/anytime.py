@@ -73,6 +73,8 @@ def last_third(points: list[dict], maximize: bool = True) -> dict:
 
 def last_third_sentence(verdict: dict, objective: str) -> str:
     """One sentence on :func:`last_third`'s verdict, for the report and ``tune``."""
+    if objective == "val_loss":
+        objective = "reconstruction error"
     n, improved = verdict["trials"], verdict["improved"]
     if improved is None:
         if n < 3:
