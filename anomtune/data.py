@@ -282,7 +282,11 @@ def read_table(path: str | Path, options: ReadOptions | None = None, /, **kwargs
     raw = inputs.read_source(
         path, sep=options.sep, decimal=options.decimal, encoding=options.encoding
     )
-    return _build_table(raw, options)
+    try:
+        return _build_table(raw, options)
+    finally:
+        del raw
+        inputs.release_text_memory()
 
 
 def table_from_frame(

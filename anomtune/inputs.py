@@ -306,6 +306,19 @@ def read_source(path: str | Path, **dialect: str | None) -> RawTable:
     return _read_csv(path, **dialect)
 
 
+def release_text_memory() -> None:
+    """Hand the memory of a table read as text back to the system.
+
+    A CSV is read as Arrow text, whose buffers Arrow's allocator keeps after
+    they are freed; nothing else can reuse them. Released once the table is
+    built, a 600,000 x 10 CSV's tune peaks about 190 MB lower
+    (``benchmarks/scale.py``).
+    """
+    import pyarrow as pa
+
+    pa.default_memory_pool().release_unused()
+
+
 def is_parquet(name: str) -> bool:
     return name.lower().endswith((".parquet", ".pq"))
 
