@@ -12,6 +12,8 @@ tune's own split.
 
     python benchmarks/scale.py ../shared/datasets
     python benchmarks/scale.py ../shared/datasets --datasets cover --sizes 20000,all
+    python benchmarks/scale.py ../shared/datasets --datasets planted-600000 --sizes all \
+        --methods default        # the peak memory of a 600,000 x 10 table
     python benchmarks/scale.py ../shared/datasets --report-only
 
 Rows go to ``results/scale.csv`` (a run cut short resumes where it stopped).
@@ -98,10 +100,26 @@ def commit() -> str:
         return ""
 
 
+def planted(rows: int, features: int = 10, rate: float = 0.059, seed: int = 1):
+    """A generated table of ``rows`` x ``features``: Gaussian normal rows, and
+    ``rate`` of rows shifted by Gaussian noise (the shape of the 619,326 x 10
+    table the memory goal was set on)."""
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(rows, features))
+    y = (rng.random(rows) < rate).astype(int)
+    X[y == 1] += rng.normal(scale=1.5, size=(int(y.sum()), features))
+    return X, y
+
+
 def sample_csv(root: Path, name: str, size: str, cache: Path, seed: int = 0) -> tuple[Path, dict]:
-    """The CSV of ``name`` (whole, or a stratified sample of ``size`` rows), written once."""
+    """The CSV of ``name`` (whole, or a stratified sample of ``size`` rows), written once.
+
+    ``planted-N`` is :func:`planted`'s table of N rows."""
     path = cache / f"{name}-{size}.csv"
-    X, y = load(root, name)
+    if name.startswith("planted-"):
+        X, y = planted(int(name.split("-", 1)[1]))
+    else:
+        X, y = load(root, name)
     if size != "all" and int(size) < len(y):
         keep, _ = train_test_split(
             np.arange(len(y)), train_size=int(size), stratify=y, random_state=seed
@@ -186,12 +204,12 @@ def report(results: Results, seed: int) -> None:
                     [
                         name,
                         size,
-                        int(r["rows"]),
+                        f"{int(r['rows']):,}",
                         method,
-                        float(r["seconds"]),
+                        f"{float(r['seconds']):.0f}",
                         int(float(r["epochs_trained"])),
-                        r["trial_train_rows"] or "all",
-                        float(r["peak_mb"]),
+                        f"{int(r['trial_train_rows']):,}" if r["trial_train_rows"] else "all",
+                        f"{float(r['peak_mb']):.0f}",
                         float(r["auc_roc"]),
                         float(r["auc_pr"]),
                     ]
@@ -227,7 +245,14 @@ def report(results: Results, seed: int) -> None:
         gap = float(whole["auc_roc"]) - float(prev["auc_roc"]) if prev else float("nan")
         speed = float(prev["seconds"]) / float(whole["seconds"]) if prev else float("nan")
         goal.append(
-            [name, ratio, speed, gap, float(whole["peak_mb"]), prev and float(prev["peak_mb"])]
+            [
+                name,
+                f"{ratio:.2f}",
+                f"{speed:.2f}" if prev else "-",
+                gap,
+                f"{float(whole['peak_mb']):.0f}",
+                f"{float(prev['peak_mb']):.0f}" if prev else "-",
+            ]
         )
     if goal:
         print(
@@ -243,7 +268,7 @@ def report(results: Results, seed: int) -> None:
                 goal,
             )
         )
-        ratios = [g[1] for g in goal if np.isfinite(g[1])]
+        ratios = [float(g[1]) for g in goal if g[1] != "nan"]
         if ratios:
             print(
                 f"\nmedian cost ratio whole / {REFERENCE_SIZE:,}: {statistics.median(ratios):.2f}"

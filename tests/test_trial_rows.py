@@ -171,3 +171,22 @@ def test_the_library_takes_trial_rows_too(workdir):
     assert result.summary.fidelity["trials"]["sampled"] is True
     with pytest.raises(anomtune.ConfigError, match="trial-rows"):
         anomtune.tune("planted.csv", label="label", trial_rows=True)
+
+
+def test_worker_processes_tune_on_the_sample_too(workdir):
+    """Each worker draws the sample from the study's seed; the study records its sizes."""
+    summary = tune("--trial-rows", "300", "--workers", "2", "--study", "two")
+    assert summary["fidelity"]["trials"]["sampled"] is True
+    counts = summary["study"]["trials"]
+    assert counts.get("complete", 0) + counts.get("pruned", 0) == 3
+    import optuna
+
+    from anomtune.tuning import open_storage
+
+    storage, _ = open_storage(None, ".anomtune")
+    study = optuna.load_study(study_name="two", storage=storage)
+    assert study.user_attrs["anomtune.trial_rows"] == [
+        summary["fidelity"]["trials"]["train_rows"],
+        summary["fidelity"]["trials"]["val_rows"],
+    ]
+    assert len({t.user_attrs["worker"] for t in study.trials}) == 2
