@@ -283,15 +283,16 @@ def _anytime(run: _Run) -> dict | None:
 
 def _plot_anytime(record: dict, summary: dict) -> str | None:
     """The best validation value so far, against finished trials and against seconds."""
-    points = [p for p in record["points"] if p["best"] is not None]
-    if not points:
+    # (finished trials so far, point) from the first point with a best value
+    counted = [(i + 1, p) for i, p in enumerate(record["points"]) if p["best"] is not None]
+    if not counted:
         return None
+    points = [p for _, p in counted]
     fig, axes = _figure(9, 3.2, ncols=2)
-    count = {id(p): i + 1 for i, p in enumerate(record["points"])}
     best = [p["best"] for p in points]
     label = f"best validation {_objective_label(summary)}"
     left, right = axes[0, 0], axes[0, 1]
-    left.step([count[id(p)] for p in points], best, where="post", color=_BEST, linewidth=1.5)
+    left.step([n for n, _ in counted], best, where="post", color=_BEST, linewidth=1.5)
     left.set_xlabel("finished trials")
     cut = record["last_third"]["last_third_from"]
     if record["last_third"]["improved"] is not None:

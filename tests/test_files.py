@@ -16,6 +16,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from conftest import TINY_SPACE as SPACE
+from conftest import ok as run
 
 from anomtune.cli import main
 from anomtune.files import (
@@ -42,19 +43,6 @@ def umask(value: int):
 
 def mode_of(path: Path) -> int:
     return stat.S_IMODE(path.lstat().st_mode)
-
-
-def run(*args) -> str:
-    """``anomtune ARGS`` in-process; its standard output (exit code 0 asserted)."""
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            main([str(a) for a in args])
-            code = 0
-        except SystemExit as exc:
-            code = exc.code
-    assert code == 0, err.getvalue()
-    return out.getvalue()
 
 
 @pytest.fixture(autouse=True)
