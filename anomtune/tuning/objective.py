@@ -166,17 +166,20 @@ class Objective:
         self.space = space
         self.labeled = prepared.y is not None
         self.metric = metric_fn(config.objectives[0] if config.objectives else config.metric)
-        X_val, y_val = prepared.rows("val")
-        if self.labeled:
-            self.validation = labeled_value(self.metric, X_val, y_val)
-        else:
-            self.validation = unlabeled_value(X_val, prepared.rows("train")[0])
+        self.validation = self.validation_on(prepared)
         self.folds = None
         if config.cv:
             from anomtune.data import stratified_folds
 
             pool = np.concatenate([prepared.split.train, prepared.split.val])
             self.folds = stratified_folds(prepared.y, pool, k=config.cv, seed=config.seed)
+
+    def validation_on(self, prepared: Prepared):
+        """The per-epoch validation value on ``prepared``'s validation rows."""
+        X_val, y_val = prepared.rows("val")
+        if self.labeled:
+            return labeled_value(self.metric, X_val, y_val)
+        return unlabeled_value(X_val, prepared.rows("train")[0])
 
     def __call__(self, trial) -> float | tuple[float, float]:
         Interrupt.check()

@@ -13,7 +13,7 @@ from anomtune.model import AnomalyModel
 from anomtune.pipeline import Prepared, fit_detector
 from anomtune.space import SearchSpace
 from anomtune.tuning.config import TuneConfig
-from anomtune.tuning.objective import EpochTracker, Objective, labeled_value, unlabeled_value
+from anomtune.tuning.objective import EpochTracker, Objective, unlabeled_value
 
 __all__ = ["Refit", "refit_best", "select_best"]
 
@@ -86,11 +86,8 @@ def refit_best(
         # On every row the best epoch count differs from the sample's: the
         # refit is scored on the validation rows after each epoch, up to the
         # trial's best epoch count, and keeps its best epoch.
-        X_val, y_val = prepared.rows("val")
         keep_best = EpochTracker(
-            labeled_value(objective.metric, X_val, y_val)
-            if objective.labeled
-            else unlabeled_value(X_val, prepared.rows("train")[0]),
+            objective.validation_on(prepared),
             None,
             maximize=objective.labeled,
             patience=config.patience,
