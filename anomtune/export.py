@@ -64,7 +64,8 @@ class ExportError(AnomtuneError):
 
 
 _PARITY_RULE = (
-    "score: |onnx - torch| <= RTOL * max(|torch score|, ATOL / RTOL) per row; "
+    "score: |onnx - torch| <= RTOL * max(|torch score|, ATOL / RTOL) per row "
+    "(max(|torch score|, 1) for an ensemble's standardised score); "
     "feature_errors: |onnx - torch| <= RTOL * max(row's total squared error, ATOL / RTOL) "
     "per entry, the total being the row's torch feature_errors summed "
     "(n_encoded_features x score for the reconstruction score); "
@@ -213,11 +214,38 @@ def _add_label_encoders(model, lookups: list[dict[str, int]]):
 
 
 def _metadata(model, extra: dict) -> dict:
+    from anomtune.ensemble import Ensemble
+
     detector = model.detector
     schema = model.schema
-    params = detector.get_params()
+    ensemble = isinstance(detector, Ensemble)
+    # The parameters and architecture shown are the first member's network's.
+    network = detector.detectors[detector.members[0].network] if ensemble else detector
+    params = network.get_params()
     if params.get("hidden_sizes") is not None:
         params["hidden_sizes"] = list(params["hidden_sizes"])
+    if ensemble:
+        score = (
+            f"mean of {len(detector.members)} standardised scores of {len(detector.detectors)} "
+            "autoencoders (reconstruction error, or the distance of the row's residual to the "
+            "nearest reference row's), each in units of its reference-row interquartile range "
+            "from their median"
+        )
+    else:
+        score = "mean squared reconstruction error of the scaled features" + (
+            " (negative ELBO for the VAE)" if detector._score_kind() == "elbo" else ""
+        )
+    architecture = {
+        "hidden_sizes": list(network.hidden_sizes_),
+        "latent_dim": int(network.latent_dim_),
+        "n_encoded_features": int(detector.n_features_in_),
+    }
+    if ensemble:
+        architecture.update(
+            networks=len(detector.detectors),
+            reference_rows=detector.reference_rows,
+            members=detector.describe(),
+        )
     return {
         "format": "anomtune-onnx/1",
         "anomtune_version": __version__,
@@ -230,19 +258,14 @@ def _metadata(model, extra: dict) -> dict:
         "feature_names": schema.feature_names,
         "threshold": float(detector.threshold_),
         "threshold_rule": detector.threshold_rule_,
-        "score": "mean squared reconstruction error of the scaled features"
-        + (" (negative ELBO for the VAE)" if detector._score_kind() == "elbo" else ""),
+        "score": score,
         "params": params,
         "unseen_categories": {
             "added_score": float(detector.max_train_score_) if schema.categorical else 0.0,
             "rule": "each categorical value no training row held adds the highest "
             "training score to the row's score, and that much error to its column",
         },
-        "architecture": {
-            "hidden_sizes": list(detector.hidden_sizes_),
-            "latent_dim": int(detector.latent_dim_),
-            "n_encoded_features": int(detector.n_features_in_),
-        },
+        "architecture": architecture,
         **extra,
     }
 
@@ -263,7 +286,9 @@ def _sessions(model_bytes: bytes, threads: int = 1):
     return out
 
 
-def check_parity(model_bytes: bytes, module, feeds: dict, codes: np.ndarray | None) -> ParityReport:
+def check_parity(
+    model_bytes: bytes, module, feeds: dict, codes: np.ndarray | None, *, score_floor: float = 0.0
+) -> ParityReport:
     """Compare onnxruntime with torch at batch sizes 1, 2 and all rows.
 
     Each output is judged on its own scale, so that float32 rounding (which
@@ -284,6 +309,10 @@ def check_parity(model_bytes: bytes, module, feeds: dict, codes: np.ndarray | No
       reproduced to ``ATOL`` absolutely, which refused sound models.
     - ``is_anomaly``: no label may differ.
 
+    ``score_floor`` raises the score's floor: an ensemble's score is in
+    interquartile-range units about the median, so it crosses zero, and it
+    is judged to ``RTOL`` of one such unit there.
+
     The rule is recorded with the result (:meth:`ParityReport.to_dict`).
     """
     n = len(feeds["numeric"])
@@ -291,7 +320,7 @@ def check_parity(model_bytes: bytes, module, feeds: dict, codes: np.ndarray | No
     ref_score = ref_score.astype(np.float64)
     ref_errors = ref_errors.astype(np.float64)
     floor = ATOL / RTOL
-    score_scale = np.maximum(np.abs(ref_score), floor)
+    score_scale = np.maximum(np.abs(ref_score), max(floor, score_floor))
     row_scale = np.maximum(np.abs(ref_errors).sum(axis=1), floor)[:, None]
     worst_score = worst_feature = 0.0
     flips = 0
@@ -351,7 +380,9 @@ def export_model(
         onnx.checker.check_model(graph, full_check=True)
     except Exception as exc:
         raise ExportError(f"the exported graph is not valid ONNX: {exc}") from exc
-    report = check_parity(graph.SerializeToString(), module, feeds, codes)
+    # An ensemble's score is in units of its members' spread (anomtune.ensemble).
+    floor = 1.0 if "members" in meta["architecture"] else 0.0
+    report = check_parity(graph.SerializeToString(), module, feeds, codes, score_floor=floor)
     if not report.passed:
         raise ExportError(
             f"onnxruntime disagrees with torch: largest relative difference "

@@ -23,35 +23,39 @@ import pandas as pd
 
 from anomtune.data import Schema
 from anomtune.detector import AutoencoderDetector
+from anomtune.ensemble import Ensemble
 from anomtune.preprocess import UNSEEN, InputEncoder, unseen_counts
 
 __all__ = ["AnomalyModel", "unseen_penalty"]
 
 
-def unseen_penalty(detector: AutoencoderDetector, unseen: np.ndarray) -> np.ndarray:
+def unseen_penalty(detector: AutoencoderDetector | Ensemble, unseen: np.ndarray) -> np.ndarray:
     """What ``unseen`` values per row (:func:`~anomtune.preprocess.unseen_counts`)
     add to the rows' scores: each one the detector's highest training score."""
     return np.asarray(unseen, dtype=np.float64) * float(detector.max_train_score_)
 
 
-def _column_weight(detector: AutoencoderDetector) -> float:
+def _column_weight(detector: AutoencoderDetector | Ensemble) -> float:
     """An unseen value's added error in its column's ``feature_errors`` entry:
     its score penalty in the units the per-column errors sum to (``n_encoded x
     score`` for the reconstruction score, the score itself for the ELBO)."""
+    if isinstance(detector, Ensemble):
+        return float(detector.max_train_error_)  # the highest training row's total error
     factor = 1 if detector._score_kind() == "elbo" else detector.n_features_in_
     return float(detector.max_train_score_) * factor
 
 
 @dataclass
 class AnomalyModel:
-    """An :class:`~anomtune.preprocess.InputEncoder` and a fitted, thresholded detector.
+    """An :class:`~anomtune.preprocess.InputEncoder` and a fitted, thresholded detector
+    (one autoencoder, or the tuned :class:`~anomtune.ensemble.Ensemble` of several).
 
     The threshold lives on the detector (``detector.threshold_``, on the
     anomaly-score scale: rows scoring above it are anomalies).
     """
 
     encoder: InputEncoder
-    detector: AutoencoderDetector
+    detector: AutoencoderDetector | Ensemble
 
     @property
     def schema(self) -> Schema:

@@ -1,8 +1,9 @@
 """Save and load a fitted anomaly model without pickle.
 
 A model folder holds ``model.json`` (parameters, architecture, column
-encoder, threshold, provenance) and ``weights.npz`` (every tensor of the
-scoring module, read with ``allow_pickle=False``). Loading builds the
+encoder, threshold, provenance; for the tuned ensemble, each network's and
+each member's) and ``weights.npz`` (every tensor of the scoring module, read
+with ``allow_pickle=False``). Loading builds the
 module from the JSON and copies the arrays in, so a model file can never
 run code.
 """
@@ -20,11 +21,20 @@ from anomtune.files import AtomicFile, make_dirs, replace_dir, write_bytes
 __all__ = ["load_model", "replace_dir", "save_model", "write_bytes_atomic", "write_json_atomic"]
 
 FORMAT = "anomtune-model/1"
+ENSEMBLE_FORMAT = "anomtune-ensemble/1"
 
 
 def save_model(model, folder: str | Path, *, meta: dict | None = None) -> Path:
-    """Write an :class:`~anomtune.model.AnomalyModel` into ``folder``."""
+    """Write an :class:`~anomtune.model.AnomalyModel` into ``folder``.
+
+    One autoencoder is written as :data:`FORMAT`; an
+    :class:`~anomtune.ensemble.Ensemble` as :data:`ENSEMBLE_FORMAT`, each
+    network's document in ``networks`` and every tensor of the ensemble's
+    module (networks, standardisation, reference residuals) in weights.npz.
+    """
     import torch
+
+    from anomtune.ensemble import Ensemble
 
     detector = model.detector
     folder = Path(folder)
@@ -32,36 +42,57 @@ def save_model(model, folder: str | Path, *, meta: dict | None = None) -> Path:
     state = {k: v.detach().cpu().numpy() for k, v in detector.module_.state_dict().items()}
     with AtomicFile(folder / "weights.npz") as out:
         np.savez(out.file, **state)
+    if isinstance(detector, Ensemble):
+        doc = {
+            "format": ENSEMBLE_FORMAT,
+            "networks": [_network_doc(d) for d in detector.detectors],
+            "members": [
+                {"network": m.network, "kind": m.kind, "trial": m.trial, "value": m.value}
+                for m in detector.members
+            ],
+            "reference_rows": detector.reference_rows,
+            "max_train_error": float(detector.max_train_error_),
+        }
+    else:
+        doc = {"format": FORMAT, **_network_doc(detector)}
+    doc.update(
+        {
+            "threshold": float(detector.threshold_),
+            "threshold_rule": detector.threshold_rule_,
+            "max_train_score": float(detector.max_train_score_),
+            "preprocessor": model.encoder.to_dict(),
+            "torch_version": torch.__version__,
+            "meta": meta or {},
+        }
+    )
+    write_json_atomic(folder / "model.json", doc)
+    return folder
+
+
+def _network_doc(detector) -> dict:
+    """What rebuilds one fitted autoencoder's module (its weights aside)."""
     params = detector.get_params()
     params["hidden_sizes"] = list(params["hidden_sizes"]) if params["hidden_sizes"] else None
-    doc = {
-        "format": FORMAT,
+    return {
         "params": params,
         "n_features": int(detector.n_features_in_),
         "hidden_sizes": list(detector.hidden_sizes_),
         "latent_dim": int(detector.latent_dim_),
         "seed": int(detector.seed_),
+        "n_epochs": int(detector.n_epochs_),
+        "training_status": detector.training_status_,
         "threshold": float(detector.threshold_),
         "threshold_rule": detector.threshold_rule_,
         "max_train_score": float(detector.max_train_score_),
-        "n_epochs": int(detector.n_epochs_),
-        "training_status": detector.training_status_,
-        "preprocessor": model.encoder.to_dict(),
-        "torch_version": torch.__version__,
-        "meta": meta or {},
     }
-    write_json_atomic(folder / "model.json", doc)
-    return folder
 
 
 def load_model(folder: str | Path):
     """Rebuild ``(AnomalyModel, document)`` from a model folder."""
     import torch
 
-    from anomtune.detector import AutoencoderDetector
     from anomtune.model import AnomalyModel
-    from anomtune.models import ReconstructionScorer
-    from anomtune.preprocess import InputEncoder, Scaler
+    from anomtune.preprocess import InputEncoder
 
     folder = Path(folder)
     try:
@@ -70,7 +101,7 @@ def load_model(folder: str | Path):
         raise DataError(f"{folder}: no model.json; not an anomtune model folder") from exc
     except (OSError, json.JSONDecodeError) as exc:
         raise DataError(f"{folder}/model.json: unreadable: {exc}") from exc
-    if doc.get("format") != FORMAT:
+    if doc.get("format") not in (FORMAT, ENSEMBLE_FORMAT):
         raise DataError(f"{folder}: unknown model format {doc.get('format')!r}")
     if not doc.get("preprocessor"):
         raise DataError(f"{folder}/model.json: has no column encoder; cannot score data")
@@ -79,6 +110,26 @@ def load_model(folder: str | Path):
             state = {k: torch.from_numpy(np.array(data[k])) for k in data.files}
     except (OSError, ValueError) as exc:
         raise DataError(f"{folder}/weights.npz: unreadable: {exc}") from exc
+    try:
+        if doc["format"] == ENSEMBLE_FORMAT:
+            detector = _ensemble(doc, state)
+        else:
+            detector = _network(doc, state)
+    except (RuntimeError, KeyError) as exc:
+        raise DataError(f"{folder}: weights do not match the architecture: {exc}") from exc
+    detector.set_threshold(doc["threshold"], rule=doc["threshold_rule"])
+    # Models written before unseen categories were scored have no penalty.
+    detector.max_train_score_ = float(doc.get("max_train_score", 0.0))
+    return AnomalyModel(InputEncoder.from_dict(doc["preprocessor"]), detector), doc
+
+
+def _network(doc: dict, state: dict):
+    """One fitted autoencoder from its document and module state."""
+    import torch
+
+    from anomtune.detector import AutoencoderDetector
+    from anomtune.models import ReconstructionScorer
+    from anomtune.preprocess import Scaler
 
     params = dict(doc["params"])
     if params.get("hidden_sizes") is not None:
@@ -90,10 +141,7 @@ def load_model(folder: str | Path):
     scaler.center_ = state["scaler.center"].numpy().astype(np.float32)
     scaler.scale_ = state["scaler.scale"].numpy().astype(np.float32)
     module = ReconstructionScorer(scaler.as_module(), net, score=detector._score_kind())
-    try:
-        module.load_state_dict(state)
-    except RuntimeError as exc:
-        raise DataError(f"{folder}: weights do not match the architecture: {exc}") from exc
+    module.load_state_dict(state)
     module.eval()
     # The fitted state a call to fit() would have set.
     detector.n_features_in_ = n_features
@@ -106,10 +154,38 @@ def load_model(folder: str | Path):
     detector.seed_ = int(doc["seed"])
     detector.n_epochs_ = int(doc["n_epochs"])
     detector.training_status_ = doc["training_status"]
-    detector.set_threshold(doc["threshold"], rule=doc["threshold_rule"])
-    # Models written before unseen categories were scored have no penalty.
+    detector.set_threshold(doc.get("threshold", np.inf), rule=doc.get("threshold_rule", "none"))
     detector.max_train_score_ = float(doc.get("max_train_score", 0.0))
-    return AnomalyModel(InputEncoder.from_dict(doc["preprocessor"]), detector), doc
+    return detector
+
+
+def _ensemble(doc: dict, state: dict):
+    """An :class:`~anomtune.ensemble.Ensemble` from its document and module state."""
+    from anomtune.ensemble import Ensemble, Member
+
+    detectors = []
+    for i, network in enumerate(doc["networks"]):
+        prefix = f"scorers.{i}."
+        sub = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+        detectors.append(_network(network, sub))
+    members = [
+        Member(int(m["network"]), str(m["kind"]), m.get("trial"), m.get("value"))
+        for m in doc["members"]
+    ]
+    references = {
+        int(k[len("reference") :]): v.numpy() for k, v in state.items() if k.startswith("reference")
+    }
+    ensemble = Ensemble(
+        detectors,
+        members,
+        center=state["center"].numpy(),
+        scale=state["scale"].numpy(),
+        references=references,
+        reference_rows=int(doc["reference_rows"]),
+    )
+    ensemble.module_.load_state_dict(state)
+    ensemble.max_train_error_ = float(doc.get("max_train_error", 0.0))
+    return ensemble
 
 
 def write_json_atomic(path: str | Path, payload: object) -> None:

@@ -72,6 +72,8 @@ class RunSummary:
     fidelity: dict | None = None
     #: The best value so far after each finished trial (anomtune.tuning.anytime).
     anytime: dict | None = None
+    #: The shipped ensemble's members and validation value (anomtune.ensemble).
+    ensemble: dict | None = None
     format: str = FORMAT
 
     _OPTIONAL = (
@@ -86,6 +88,7 @@ class RunSummary:
         "registered",
         "fidelity",
         "anytime",
+        "ensemble",
     )
 
     @property

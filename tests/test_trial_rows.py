@@ -126,8 +126,10 @@ def test_trials_train_on_the_sample_and_the_refit_on_every_row(workdir):
     assert 1 <= refit["epochs"] <= refit["epochs_run"] <= best_epoch
     assert refit["rows_seen"] == refit["epochs_run"] * refit["train_rows"]
     assert summary["best"]["params"]["epochs"] == refit["epochs"]
+    # The refits of the ensemble's other trials count too.
+    members = refit.get("member_epochs_run", 0) * refit["train_rows"]
     assert fidelity["rows_trained"] == (
-        summary["study"]["epochs_trained"] * trials["train_rows"] + refit["rows_seen"]
+        summary["study"]["epochs_trained"] * trials["train_rows"] + refit["rows_seen"] + members
     )
     # The refit is checked on every validation row, and says why it differs.
     assert "sampled" in summary["refit"]["note"] and "matches" not in summary["refit"]

@@ -189,11 +189,22 @@ class ReconstructionScorer(nn.Module):
 
     def forward_scaled(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The same outputs for rows that are already scaled."""
+        score, errors, _ = self.parts_scaled(z)
+        return score, errors
+
+    def parts(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(score, errors, residual)`` of raw rows; the residual is the
+        reconstruction minus the scaled input (what the ensemble's residual
+        score measures distances on, see :mod:`anomtune.ensemble`)."""
+        return self.parts_scaled(self.scaler(x))
+
+    def parts_scaled(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         recon, extras = self.net.reconstruct(z)
-        errors = (recon - z) ** 2
+        residual = recon - z
+        errors = residual**2
         if self.score == "elbo":
             mu, logvar = extras
             score = errors.sum(dim=1) + self.net.beta * gaussian_kl_per_row(mu, logvar)
         else:
             score = errors.mean(dim=1)
-        return score, errors
+        return score, errors, residual

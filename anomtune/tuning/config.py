@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from anomtune.data import ReadOptions, Table, read_table
+from anomtune.ensemble import ENSEMBLE_SIZE
 from anomtune.errors import ConfigError
 
 __all__ = [
@@ -30,6 +31,8 @@ PATIENCE = 20
 TRIAL_ROWS = 16_384
 #: The fewest rows a trial sample may hold.
 MIN_TRIAL_ROWS = 100
+#: The most (trial, score) pairs an ensemble may hold.
+MAX_ENSEMBLE = 20
 SPACE_HEADER = (
     "# anomtune search space. Each [table] is a detector parameter: 'choices' for a\n"
     "# categorical one, 'low'/'high' (and 'log') for a range, 'value' to fix it.\n"
@@ -67,6 +70,7 @@ class TuneConfig(ReadOptions):
     out: str | None = None
     patience: int = PATIENCE
     trial_rows: int | None = TRIAL_ROWS
+    ensemble: int = ENSEMBLE_SIZE
 
     def __post_init__(self):
         super().__post_init__()
@@ -96,6 +100,12 @@ class TuneConfig(ReadOptions):
             return list(self.objectives)
         return [self.metric]
 
+    def ensembles(self, labeled: bool) -> bool:
+        """Whether the run ships an ensemble (:mod:`anomtune.ensemble`): its
+        members are chosen on labeled validation rows, so not without labels,
+        with --cv (no single validation split) or with two objectives."""
+        return self.ensemble > 1 and labeled and not self.cv and not self.objectives
+
     def check(self) -> None:
         if self.sampler not in SAMPLERS:
             raise ConfigError(f"sampler must be one of {', '.join(SAMPLERS)}, not {self.sampler!r}")
@@ -114,6 +124,13 @@ class TuneConfig(ReadOptions):
             )
         if self.trials < 1:
             raise ConfigError(f"--trials must be at least 1, not {self.trials}")
+        if isinstance(self.ensemble, bool) or not isinstance(self.ensemble, int):
+            raise ConfigError(f"--ensemble must be a whole number, not {self.ensemble!r}")
+        if not 1 <= self.ensemble <= MAX_ENSEMBLE:
+            raise ConfigError(
+                f"--ensemble must be between 1 (the best trial alone) and {MAX_ENSEMBLE}, "
+                f"not {self.ensemble}"
+            )
         if self.workers < 1:
             raise ConfigError(f"--workers must be at least 1, not {self.workers}")
         if self.timeout is not None and self.timeout <= 0:

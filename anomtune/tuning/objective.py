@@ -23,6 +23,7 @@ from collections.abc import Callable
 import numpy as np
 
 from anomtune.data import training_rows
+from anomtune.ensemble import reference_positions, residual_scores
 from anomtune.errors import AnomtuneError, TrainingError
 from anomtune.metrics import auc_pr, auc_roc, best_f1_threshold
 from anomtune.pipeline import Prepared, fit_detector, new_detector
@@ -217,13 +218,33 @@ class Objective:
             patience=self.config.patience,
             report=not self.config.objectives,
         )
-        detector = fit_detector(self.prepared, params, seed=seed, epoch_callback=tracker)
+        ensembles = self.config.ensembles(self.labeled)
+        # For an ensemble the trial's network ends at its best epoch, where its
+        # residual score is valued too (anomtune.ensemble).
+        detector = fit_detector(
+            self.prepared,
+            params,
+            seed=seed,
+            epoch_callback=None if ensembles else tracker,
+            keep_best=tracker if ensembles else None,
+        )
         trial.set_user_attr("training_status", detector.training_status_)
         if tracker.best is None:
             raise TrainingError(
                 f"training produced no finite validation score ({detector.training_status_})"
             )
+        if ensembles:
+            trial.set_user_attr("residual_value", self.residual_value(detector))
         return tracker.best, tracker.best_epoch, tracker.epochs, detector
+
+    def residual_value(self, detector) -> float | None:
+        """The validation metric of ``detector``'s residual score (None if not finite)."""
+        X_train, _ = self.prepared.rows("train")
+        X_val, y_val = self.prepared.rows("val")
+        reference = X_train[reference_positions(len(X_train), seed=self.config.seed)]
+        with np.errstate(all="ignore"):
+            scores = residual_scores(detector, reference, X_val)
+        return float(self.metric(y_val, scores)) if np.isfinite(scores).all() else None
 
     def _cross_validate(self, trial, params, seed):
         import optuna

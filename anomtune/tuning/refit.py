@@ -1,4 +1,5 @@
-"""After the study: pick the best trial, refit it, set its threshold, score the test rows once."""
+"""After the study: pick the best trial (and ensemble members), refit them, set the
+threshold, score the test rows once."""
 
 from __future__ import annotations
 
@@ -8,14 +9,14 @@ from dataclasses import dataclass
 import numpy as np
 
 from anomtune.errors import TrainingError
-from anomtune.metrics import evaluate
+from anomtune.metrics import best_f1_threshold, evaluate
 from anomtune.model import AnomalyModel
 from anomtune.pipeline import Prepared, fit_detector
 from anomtune.space import SearchSpace
 from anomtune.tuning.config import TuneConfig
 from anomtune.tuning.objective import EpochTracker, Objective, unlabeled_value
 
-__all__ = ["Refit", "refit_best", "select_best"]
+__all__ = ["Refit", "refit_best", "select_best", "select_members"]
 
 UNLABELED_NOTE = (
     "no label column: trials were compared on the validation reconstruction error "
@@ -44,9 +45,31 @@ def select_best(study, tolerance: float):
     return min(near, key=lambda t: (t.values[1], -t.values[0]))
 
 
+def select_members(study, size: int) -> list[tuple]:
+    """The ``size`` best (trial, score kind, validation value) of the complete trials.
+
+    Every complete trial offers its reconstruction score (the trial's value)
+    and its residual score (its ``residual_value``); the pairs are ranked by
+    value, a tie keeping the better trial first and, within a trial, the
+    reconstruction score first.
+    """
+    from optuna.trial import TrialState
+
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    ranked = sorted((t for t in complete if np.isfinite(t.values[0])), key=lambda t: -t.values[0])
+    pairs = []
+    for t in ranked:
+        pairs.append((t, "reconstruction", float(t.values[0])))
+        value = t.user_attrs.get("residual_value")
+        if value is not None and np.isfinite(value):
+            pairs.append((t, "residual", float(value)))
+    pairs.sort(key=lambda p: -p[2])  # stable: the order above breaks ties
+    return pairs[:size]
+
+
 @dataclass
 class Refit:
-    """The refitted best trial: its model and what the run summary records of it."""
+    """The refitted best trial (and ensemble): its model and what the run summary records."""
 
     model: AnomalyModel
     trial: object  # the optuna FrozenTrial
@@ -59,28 +82,25 @@ class Refit:
     note: str | None = None
     train_rows: int = 0
     epochs_run: int = 0  # epochs trained, the kept one and any after it
+    ensemble: dict | None = None  # the members and the ensemble's validation value
+    member_epochs_run: int = 0  # epochs trained by the refits of the other members' trials
 
 
-def refit_best(
-    best, config: TuneConfig, prepared: Prepared, space: SearchSpace, objective: Objective
-) -> Refit:
-    """Refit trial ``best`` with its recorded seed on every training row.
+def _refit_trial(trial, config, prepared, space, objective):
+    """Trial ``trial`` refitted with its recorded seed: (detector, parameters, epochs).
 
     Without a sample it trains for the trial's best epoch count and gives the
-    trial's own model. After sampled trials it trains for at most that many
+    trial's own network. After sampled trials it trains for at most that many
     epochs, scored on every validation row after each, and keeps its best
-    epoch. The threshold maximises F1 on the validation rows (labeled data) or
-    stays the training-score quantile; the test rows are scored once.
+    epoch.
     """
     import optuna
 
-    params = space.sample(optuna.trial.FixedTrial(best.params))
-    best_epoch = int(best.user_attrs.get("best_epoch") or params.get("epochs", 50))
-    seed = int(best.user_attrs["seed"])
-    trial_rows = len(objective.prepared.train)
+    params = space.sample(optuna.trial.FixedTrial(trial.params))
+    best_epoch = int(trial.user_attrs.get("best_epoch") or params.get("epochs", 50))
+    seed = int(trial.user_attrs["seed"])
     sampled = objective.prepared is not prepared
     refit_params = {**params, "epochs": max(1, best_epoch)}
-    started = time.perf_counter()
     keep_best = None
     if sampled:
         # On every row the best epoch count differs from the sample's: the
@@ -95,14 +115,43 @@ def refit_best(
         )
     detector = fit_detector(prepared, refit_params, seed=seed, keep_best=keep_best)
     epochs = int(detector.n_epochs_) if sampled else refit_params["epochs"]
-    refit_params["epochs"] = epochs
+    return detector, {**refit_params, "epochs": epochs}, epochs
+
+
+def refit_best(
+    best,
+    config: TuneConfig,
+    prepared: Prepared,
+    space: SearchSpace,
+    objective: Objective,
+    members: list[tuple] | None = None,
+) -> Refit:
+    """Refit trial ``best`` (and the trials of ``members``) on every training row.
+
+    ``members``: the (trial, score kind, value) pairs of :func:`select_members`;
+    with more than one, or a residual score, the model is their
+    :class:`~anomtune.ensemble.Ensemble`, otherwise trial ``best`` alone. The
+    threshold maximises F1 on the validation rows (labeled data) or stays the
+    training-score quantile; the test rows are scored once.
+    """
+    started = time.perf_counter()
+    best_epoch = int(best.user_attrs.get("best_epoch") or 0)
+    trial_rows = len(objective.prepared.train)
+    sampled = objective.prepared is not prepared
+    detector, refit_params, epochs = _refit_trial(best, config, prepared, space, objective)
+    seed = int(best.user_attrs["seed"])
+    scorer, ensemble_record, more = detector, None, 0
+    if members and (len(members) > 1 or members[0][1] != "reconstruction"):
+        scorer, ensemble_record, more = _ensemble(
+            members, best, detector, config, prepared, space, objective
+        )
     _, y_val = prepared.rows("val")
     X_test, y_test = prepared.rows("test")
-    val_scores = prepared.scores(detector, "val")
+    val_scores = prepared.scores(scorer, "val")
     if not np.isfinite(val_scores).all():
         raise TrainingError("the refitted best model gives non-finite validation scores")
-    test_scores = prepared.scores(detector, "test")
-    threshold = detector.threshold_
+    test_scores = prepared.scores(scorer, "test")
+    threshold = scorer.threshold_
     note = None
     if objective.labeled:
         metrics = {
@@ -148,8 +197,10 @@ def refit_best(
         )
     else:
         check["matches"] = bool(abs(value - best.values[0]) <= 1e-9)
+    if ensemble_record is not None:
+        ensemble_record["val_value"] = float(objective.metric(y_val, val_scores))
     return Refit(
-        model=prepared.model(detector),
+        model=prepared.model(scorer),
         trial=best,
         params=refit_params,
         seed=seed,
@@ -160,4 +211,44 @@ def refit_best(
         note=note,
         train_rows=len(prepared.train),
         epochs_run=int(detector.training_.epochs),
+        ensemble=ensemble_record,
+        member_epochs_run=more,
     )
+
+
+def _ensemble(members, best, detector, config, prepared, space, objective):
+    """The :class:`~anomtune.ensemble.Ensemble` of ``members`` (``best`` already
+    refitted as ``detector``), thresholded on validation: (ensemble, record,
+    epochs trained by the other refits)."""
+    from anomtune.ensemble import Ensemble, Member
+
+    networks = {best.number: detector}
+    order: list[int] = []
+    more = 0
+    for trial, _, _ in members:
+        if trial.number not in networks:
+            networks[trial.number], _, _ = _refit_trial(trial, config, prepared, space, objective)
+            more += int(networks[trial.number].training_.epochs)
+        if trial.number not in order:
+            order.append(trial.number)
+    chosen = [
+        Member(order.index(trial.number), kind, trial.number, value)
+        for trial, kind, value in members
+    ]
+    X_train, _ = prepared.rows("train")
+    ensemble = Ensemble.fit([networks[n] for n in order], chosen, X_train, seed=config.seed)
+    _, y_val = prepared.rows("val")
+    threshold, _ = best_f1_threshold(y_val, prepared.scores(ensemble, "val"))
+    ensemble.set_threshold(threshold, rule="maximises F1 on the validation split")
+    record = {
+        "size": len(chosen),
+        "rule": (
+            f"the {config.ensemble} best (trial, score) pairs on validation, each trial offering "
+            "its reconstruction error and its residual's distance to the nearest reference "
+            "row's; the score is the mean of the pairs' scores, each standardised by the "
+            "median and interquartile range of its reference-row scores"
+        ),
+        "reference_rows": ensemble.reference_rows,
+        "members": ensemble.describe(),
+    }
+    return ensemble, record, more

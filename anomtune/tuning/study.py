@@ -29,7 +29,7 @@ from anomtune.tuning.anytime import anytime
 from anomtune.tuning.config import SPACE_HEADER, TuneConfig
 from anomtune.tuning.factories import make_pruner, make_sampler, max_epochs, pruner_settings
 from anomtune.tuning.objective import Interrupt, Objective
-from anomtune.tuning.refit import Refit, refit_best, select_best
+from anomtune.tuning.refit import Refit, refit_best, select_best, select_members
 from anomtune.tuning.storage import count_states, fail_orphaned_trials, fail_reason, open_storage
 
 __all__ = ["TuneResult", "run_study", "trial_rows", "versions"]
@@ -182,7 +182,10 @@ def run_study(
     best = select_best(study, config.tolerance)
     refit = None
     if best is not None:
-        refit = refit_best(best, config, prepared, space, objective)
+        members = None
+        if config.ensembles(table.labels is not None):
+            members = select_members(study, config.ensemble)
+        refit = refit_best(best, config, prepared, space, objective, members)
         _record_refit(summary, refit, study, config)
     summary.fidelity = _fidelity(fidelity, summary.study["epochs_trained"], refit)
     summary.timings = {"tuning_seconds": round(tuned - started, 3)}
@@ -260,6 +263,7 @@ def _record_refit(summary: RunSummary, refit: Refit, study, config: TuneConfig) 
     summary.threshold_rule = refit.model.threshold_rule
     summary.refit = refit.check
     summary.note = refit.note
+    summary.ensemble = refit.ensemble
     if len(study.directions) > 1:
         summary.pareto_front = [
             {"number": t.number, "values": list(t.values)} for t in study.best_trials
@@ -291,6 +295,10 @@ def _fidelity(trials: dict, epochs_trained: int, refit: Refit | None) -> dict:
             "rows_seen": rows_seen,
         }
         out["rows_trained"] += rows_seen
+        if refit.ensemble is not None:
+            # The refits of the ensemble's other trials, on every training row.
+            out["refit"]["member_epochs_run"] = refit.member_epochs_run
+            out["rows_trained"] += refit.member_epochs_run * refit.train_rows
     return out
 
 
@@ -327,6 +335,8 @@ def trial_rows(study) -> list[dict]:
         }
         if t.values and len(t.values) > 1:
             row["value_2"] = t.values[1]
+        if "residual_value" in t.user_attrs:  # the residual score's (anomtune.ensemble)
+            row["residual_value"] = t.user_attrs["residual_value"]
         duration = t.duration.total_seconds() if t.duration is not None else None
         row.update(
             epochs=t.user_attrs.get("epochs"),
