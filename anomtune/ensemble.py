@@ -16,10 +16,13 @@ tuned autoencoder, both on its scaled features:
 Every complete trial contributes both scores, each with its own validation
 value; the ``size`` pairs with the best values are the members
 (:func:`anomtune.tuning.refit.select_members`). Each member's score is
-standardised by the median and interquartile range of its scores on the
-reference rows (a reference row's residual distance leaves the row itself
-out), and the ensemble's score is the mean of its members' standardised
-scores. A small validation split cannot tell the best few trials apart; their
+divided by the interquartile range of its scores on the reference rows (a
+reference row's residual distance leaves the row itself out), and the
+ensemble's score is the mean of these. Both scores are at least 0, and so is
+the ensemble's: no centring, which would shift every row alike and reorder
+none, so that the unseen-value rule (:func:`anomtune.model.unseen_penalty`,
+the highest reference-row score added) still ranks such a row above every
+reference row. A small validation split cannot tell the best few trials apart; their
 mean is steadier than any one of them. The choice of this rule (five pairs,
 these two scores) was measured on the ADBench sets, and checked on a split
 they were not chosen on: ``benchmarks/levers.py``, ``benchmarks/quality.py``.
@@ -129,13 +132,13 @@ def residual_scores(detector: AutoencoderDetector, X_reference: np.ndarray, X: n
         return _distances(_residuals(scorer, X), _residuals(scorer, X_reference))
 
 
-def _standardising(scores: np.ndarray) -> tuple[float, float]:
-    """Median and interquartile range (the standard deviation, or 1, if that is 0)."""
-    q1, median, q3 = np.percentile(scores, [25, 50, 75])
-    scale = q3 - q1
+def _spread(scores: np.ndarray) -> float:
+    """The interquartile range (the standard deviation, or 1, if that is 0)."""
+    q1, q3 = np.percentile(scores, [25, 75])
+    scale = float(q3 - q1)
     if not scale > 0:
         scale = float(np.std(scores)) or 1.0
-    return float(median), float(scale)
+    return scale
 
 
 @dataclass(frozen=True)
@@ -156,11 +159,10 @@ class EnsembleModule(nn.Module):
     networks reconstruct worst.
     """
 
-    def __init__(self, scorers, members, center, scale, references):
+    def __init__(self, scorers, members, scale, references):
         super().__init__()
         self.scorers = nn.ModuleList(scorers)
         self.members = [(int(m.network), str(m.kind)) for m in members]
-        self.register_buffer("center", torch.as_tensor(np.asarray(center), dtype=torch.float32))
         self.register_buffer("scale", torch.as_tensor(np.asarray(scale), dtype=torch.float32))
         self.residual_networks = sorted({n for n, k in self.members if k == "residual"})
         for n in self.residual_networks:
@@ -177,7 +179,7 @@ class EnsembleModule(nn.Module):
                 score = nearest_distance(
                     residual, getattr(self, f"reference{n}"), getattr(self, f"norms{n}")
                 )
-            term = (score - self.center[j]) / self.scale[j]
+            term = score / self.scale[j]
             total = term if total is None else total + term
         errors = parts[0][1]
         for p in parts[1:]:
@@ -186,14 +188,13 @@ class EnsembleModule(nn.Module):
 
 
 class Ensemble:
-    """Fitted members and their standardisation: scores like a detector."""
+    """Fitted members and their spreads: scores like a detector."""
 
     def __init__(
         self,
         detectors: list[AutoencoderDetector],
         members: list[Member],
         *,
-        center,
         scale,
         references: dict[int, np.ndarray],
         reference_rows: int,
@@ -202,13 +203,12 @@ class Ensemble:
             raise ValueError("an ensemble needs at least one member")
         self.detectors = list(detectors)
         self.members = list(members)
-        self.center = np.asarray(center, dtype=np.float64)
         self.scale = np.asarray(scale, dtype=np.float64)
         self.references = dict(references)
         self.reference_rows = int(reference_rows)
         self.n_features_in_ = int(self.detectors[0].n_features_in_)
         self.module_ = EnsembleModule(
-            [d.module_ for d in self.detectors], self.members, self.center, self.scale, references
+            [d.module_ for d in self.detectors], self.members, self.scale, references
         ).eval()
         self.threshold_ = float("inf")
         self.threshold_rule_ = "none"
@@ -224,7 +224,7 @@ class Ensemble:
         *,
         seed: int,
     ) -> Ensemble:
-        """Standardise each member on the reference rows of ``X_train``."""
+        """Each member's spread on the reference rows of ``X_train``."""
         X_ref = np.asarray(X_train)[reference_positions(len(X_train), seed=seed)]
         residual_nets = {m.network for m in members if m.kind == "residual"}
         references, ref_scores = {}, {}
@@ -244,23 +244,20 @@ class Ensemble:
                 per_member.append(ref_scores[m.network])
             else:
                 per_member.append(detectors[m.network].anomaly_score(X_ref))
-        center, scale = zip(*(_standardising(s) for s in per_member), strict=True)
+        scale = [_spread(s) for s in per_member]
         ensemble = cls(
             detectors,
             members,
-            center=center,
             scale=scale,
             references=references,
             reference_rows=len(X_ref),
         )
-        standardised = np.mean(
-            [(s - c) / k for s, c, k in zip(per_member, center, scale, strict=True)], axis=0
-        )
-        finite = np.isfinite(standardised).all()
+        scaled = np.mean([s / k for s, k in zip(per_member, scale, strict=True)], axis=0)
+        finite = np.isfinite(scaled).all()
         # What an unseen categorical value adds (anomtune.model.unseen_penalty)
         # and, in its column, to the per-column errors: the highest of the
         # reference rows, so that such a row outranks every one of them.
-        ensemble.max_train_score_ = float(standardised.max()) if finite else 0.0
+        ensemble.max_train_score_ = float(scaled.max()) if finite else 0.0
         ensemble.max_train_error_ = float(errors.max() / len(detectors)) if len(X_ref) else 0.0
         return ensemble
 
@@ -284,7 +281,8 @@ class Ensemble:
         return scores, errors
 
     def anomaly_score(self, X) -> np.ndarray:
-        """The ensemble score per row: the mean of the members' standardised scores."""
+        """The ensemble score per row: the mean of the members' scores, each in
+        units of its reference-row interquartile range."""
         return self._forward(X)[0]
 
     def feature_errors(self, X) -> np.ndarray:
@@ -314,7 +312,6 @@ class Ensemble:
                     "variant": d.variant,
                     "hidden_sizes": list(d.hidden_sizes_),
                     "latent_dim": int(d.latent_dim_),
-                    "center": float(self.center[j]),
                     "scale": float(self.scale[j]),
                 }
             )

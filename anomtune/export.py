@@ -65,7 +65,7 @@ class ExportError(AnomtuneError):
 
 _PARITY_RULE = (
     "score: |onnx - torch| <= RTOL * max(|torch score|, ATOL / RTOL) per row "
-    "(max(|torch score|, 1) for an ensemble's standardised score); "
+    "(max(|torch score|, 1) for an ensemble's score, in interquartile-range units); "
     "feature_errors: |onnx - torch| <= RTOL * max(row's total squared error, ATOL / RTOL) "
     "per entry, the total being the row's torch feature_errors summed "
     "(n_encoded_features x score for the reconstruction score); "
@@ -226,10 +226,9 @@ def _metadata(model, extra: dict) -> dict:
         params["hidden_sizes"] = list(params["hidden_sizes"])
     if ensemble:
         score = (
-            f"mean of {len(detector.members)} standardised scores of {len(detector.detectors)} "
+            f"mean of {len(detector.members)} scores of {len(detector.detectors)} "
             "autoencoders (reconstruction error, or the distance of the row's residual to the "
-            "nearest reference row's), each in units of its reference-row interquartile range "
-            "from their median"
+            "nearest reference row's), each in units of its reference-row interquartile range"
         )
     else:
         score = "mean squared reconstruction error of the scaled features" + (
@@ -310,8 +309,8 @@ def check_parity(
     - ``is_anomaly``: no label may differ.
 
     ``score_floor`` raises the score's floor: an ensemble's score is in
-    interquartile-range units about the median, so it crosses zero, and it
-    is judged to ``RTOL`` of one such unit there.
+    interquartile-range units, and a score below one such unit is judged to
+    ``RTOL`` of the unit.
 
     The rule is recorded with the result (:meth:`ParityReport.to_dict`).
     """

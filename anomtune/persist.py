@@ -30,7 +30,7 @@ def save_model(model, folder: str | Path, *, meta: dict | None = None) -> Path:
     One autoencoder is written as :data:`FORMAT`; an
     :class:`~anomtune.ensemble.Ensemble` as :data:`ENSEMBLE_FORMAT`, each
     network's document in ``networks`` and every tensor of the ensemble's
-    module (networks, standardisation, reference residuals) in weights.npz.
+    module (networks, spreads, reference residuals) in weights.npz.
     """
     import torch
 
@@ -178,7 +178,6 @@ def _ensemble(doc: dict, state: dict):
     ensemble = Ensemble(
         detectors,
         members,
-        center=state["center"].numpy(),
         scale=state["scale"].numpy(),
         references=references,
         reference_rows=int(doc["reference_rows"]),

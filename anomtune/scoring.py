@@ -90,9 +90,13 @@ class Scorer:
             if spec
             else InputSpec.plain(self.numeric, self.categorical, self.feature_names)
         )
-        width = self.metadata.get("architecture", {}).get("n_encoded_features")
+        architecture = self.metadata.get("architecture", {})
+        width = int(architecture.get("n_encoded_features") or len(self.feature_names))
+        # An ensemble's residual score holds a row's distance to every reference
+        # row (anomtune.ensemble): as many values per row, in slices as small.
+        width += int(architecture.get("reference_rows") or 0)
         #: Rows per session call when scoring a large input (see :meth:`run`).
-        self.slice_rows: int = slice_rows(int(width or len(self.feature_names)))
+        self.slice_rows: int = slice_rows(width)
 
     @property
     def columns(self) -> list[str]:
@@ -154,8 +158,9 @@ class Scorer:
         in the CPU cache, which makes a large input up to 1.6x faster per row
         than one call over all of it. ``slice_rows`` is 4,096 for up to 64
         encoded features and smaller for wider models (2,048 at 100, 512 at
-        500). With :attr:`threads` above one and at least
-        ``PARALLEL_SLICES`` slices, the threads score the slices side by side
+        500; an ensemble counts its reference rows as features too). With
+        :attr:`threads` above one and at least ``PARALLEL_SLICES`` slices, the
+        threads score the slices side by side
         (with fewer, handing them out cost more than it saved, and cutting
         an input of one slice smaller was slower than one call:
         benchmarks/scoring.py).

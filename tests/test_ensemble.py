@@ -90,25 +90,35 @@ def test_the_residual_score_ranks_the_planted_anomalies_first(tmp_path, monkeypa
 # -- the ensemble ------------------------------------------------------------------
 
 
-def test_each_member_is_standardised_on_the_reference_rows(tmp_path, monkeypatch):
+def test_each_member_is_scaled_by_its_spread_on_the_reference_rows(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     prepared, detectors = _fitted(1)
     X_train, _ = prepared.rows("train")
     members = [Member(0, "reconstruction"), Member(1, "residual"), Member(1, "reconstruction")]
     ensemble = Ensemble.fit(detectors, members, X_train, seed=0)
-    # The reconstruction member: median 0 and interquartile range 1 on the training rows.
-    s = (detectors[0].anomaly_score(X_train) - ensemble.center[0]) / ensemble.scale[0]
-    q1, med, q3 = np.percentile(s, [25, 50, 75])
-    assert med == pytest.approx(0, abs=1e-9) and q3 - q1 == pytest.approx(1, abs=1e-9)
-    # The score is the mean of the members' standardised scores.
+    # The reconstruction member: interquartile range 1 on the training rows.
+    s = detectors[0].anomaly_score(X_train) / ensemble.scale[0]
+    q1, q3 = np.percentile(s, [25, 75])
+    assert q3 - q1 == pytest.approx(1, abs=1e-9)
+    # The residual member: its training rows' distances leave each row out.
+    own = NearestNeighbors(n_neighbors=2).fit(_residuals(detectors[1], X_train))
+    d = own.kneighbors(_residuals(detectors[1], X_train))[0][:, 1]
+    q1, q3 = np.percentile(d, [25, 75])
+    assert ensemble.scale[1] == pytest.approx(q3 - q1, rel=1e-4)
+    # The score is the mean of the members' scaled scores, and never below 0.
     X_val, _ = prepared.rows("val")
     res = residual_scores(detectors[1], X_train, X_val)
     parts = [
-        (detectors[0].anomaly_score(X_val) - ensemble.center[0]) / ensemble.scale[0],
-        (res - ensemble.center[1]) / ensemble.scale[1],
-        (detectors[1].anomaly_score(X_val) - ensemble.center[2]) / ensemble.scale[2],
+        detectors[0].anomaly_score(X_val) / ensemble.scale[0],
+        res / ensemble.scale[1],
+        detectors[1].anomaly_score(X_val) / ensemble.scale[2],
     ]
-    assert np.allclose(ensemble.anomaly_score(X_val), np.mean(parts, axis=0), atol=1e-5)
+    scores = ensemble.anomaly_score(X_val)
+    assert np.allclose(scores, np.mean(parts, axis=0), atol=1e-5)
+    assert np.all(scores >= 0)
+    # The highest training score: what an unseen categorical value adds.
+    train = ensemble.anomaly_score(X_train)
+    assert 0 < train.max() <= ensemble.max_train_score_
     # The per-feature errors are the networks' mean.
     mean_errors = (detectors[0].feature_errors(X_val) + detectors[1].feature_errors(X_val)) / 2
     assert np.allclose(ensemble.feature_errors(X_val), mean_errors, atol=1e-9)
@@ -214,6 +224,12 @@ def test_the_ensemble_scores_the_same_in_python_onnx_and_after_loading(workdir):
     assert len(scored) == len(frame)
     whole = model.anomaly_score(frame.drop(columns="label"))
     assert np.allclose(scored["score"], whole, atol=1e-4 * np.maximum(1, np.abs(whole)))
+
+
+def _residuals(detector, X):
+    from anomtune.ensemble import _double, _residuals
+
+    return _residuals(_double(detector.module_), X)
 
 
 def _trials(run) -> list[dict]:

@@ -245,8 +245,8 @@ def _ensemble(members, best, detector, config, prepared, space, objective):
         "rule": (
             f"the {config.ensemble} best (trial, score) pairs on validation, each trial offering "
             "its reconstruction error and its residual's distance to the nearest reference "
-            "row's; the score is the mean of the pairs' scores, each standardised by the "
-            "median and interquartile range of its reference-row scores"
+            "row's; the score is the mean of the pairs' scores, each divided by the "
+            "interquartile range of its reference-row scores"
         ),
         "reference_rows": ensemble.reference_rows,
         "members": ensemble.describe(),
