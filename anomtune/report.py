@@ -676,6 +676,32 @@ def _summary_section(run: _Run) -> str:
                 header=("parameter", "value"),
             ),
         ]
+        ensemble = s.get("ensemble")
+        if ensemble:
+            objective = _esc(_objective_label(s))
+            parts += [
+                f'<h3 id="ensemble">The model: the mean of {len(ensemble["members"])} '
+                "(trial, score) pairs</h3>",
+                _table(
+                    [
+                        (
+                            f"#{_esc(m['trial'])}",
+                            _esc(m["score"]),
+                            _num(m["value"]),
+                            _esc(m["variant"]),
+                            _num(m["scale"], 4),
+                        )
+                        for m in ensemble["members"]
+                    ],
+                    header=("trial", "score", f"validation {objective}", "variant", "spread"),
+                ),
+                _note(
+                    f"Validation {objective} of the ensemble: {_num(ensemble['val_value'])}. "
+                    "Each pair's score is divided by its spread (interquartile range) on the "
+                    f"{ensemble['reference_rows']:,} reference rows; the model's score is "
+                    "their mean."
+                ),
+            ]
         parts.append(_metrics_table(s))
     else:
         parts.append(_note("No trial completed, so there is no best model."))
@@ -922,8 +948,14 @@ def build_report(
     headline = ""
     if best and "auc_roc" in s.get("metrics", {}).get("test", {}):
         test = s["metrics"]["test"]
+        model = f"Best trial #{best['number']} of {len(run.trials)}"
+        if s.get("ensemble"):
+            model = (
+                f"Ensemble of {s['ensemble']['size']} (trial, score) pairs, best trial "
+                f"#{best['number']} of {len(run.trials)}"
+            )
         headline = (
-            f"Best trial #{best['number']} of {len(run.trials)}: test AUC-ROC "
+            f"{model}: test AUC-ROC "
             f"{test['auc_roc']:.4f}, AUC-PR {test['auc_pr']:.4f}, F1 {test['f1']:.3f}."
         )
     elif best:

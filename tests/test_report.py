@@ -121,6 +121,11 @@ def test_report_holds_every_section_and_the_summary_numbers(run):
         caption = f"AUC-ROC {summary['metrics'][part]['auc_roc']:.4f}, AUC-PR"
         assert caption in page
     assert f"Best trial #{summary['best']['number']}" in page
+    # The shipped ensemble's members, as summary.json records them.
+    section = page[page.index('id="ensemble"') :]
+    for member in summary["ensemble"]["members"]:
+        assert f"#{member['trial']}</td><td>{member['score']}</td>" in section
+    assert f"of the ensemble: {summary['ensemble']['val_value']:.4f}" in section
     assert f"<code>{summary['threshold']:.6g}</code>" in page
     counts = summary["study"]["trials"]
     assert counts["pruned"] > 0, "the run should exercise the pruned-trial marks"
