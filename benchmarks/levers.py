@@ -33,6 +33,9 @@ levers:
   ``ens_near_<score>`` mean over the (at most 10) trials within 0.01 of the best
                       VAL value.
 
+``top5_rr1`` became the default of ``anomtune tune`` (``--ensemble 5``,
+:mod:`anomtune.ensemble`); ``quality.py`` measures it through the command line.
+
 The networks' per-trial VAL/TEST scores are kept in ``--scores DIR`` (NumPy
 files), so new selection rules can be measured without training again.
 Rows go to ``results/levers.csv``; the zoo and anomtune rows are read from

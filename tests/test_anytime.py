@@ -75,3 +75,54 @@ def test_a_failed_trial_is_a_point_without_changing_the_best():
 @pytest.mark.parametrize("maximize", [True, False])
 def test_an_empty_study_has_no_points(maximize):
     assert anytime([], maximize=maximize)["points"] == []
+
+
+# -- every strategy, every budget, through the command line ----------------------------
+
+
+@pytest.mark.parametrize("sampler", ["grid", "random", "tpe", "gp", "cmaes", "qmc"])
+def test_every_strategy_runs_at_every_budget_and_records_its_curve(tmp_path, sampler):
+    import json
+
+    from conftest import FAST_SPACE, TINY_SPACE, ok, write_planted
+
+    data = write_planted(tmp_path / "tiny.csv", n=200)
+    space = tmp_path / "space.toml"
+    # Grid search needs grid values: FAST_SPACE's make 20 combinations.
+    space.write_text(FAST_SPACE if sampler == "grid" else TINY_SPACE)
+    for budget in (10, 30, 100):
+        summary = json.loads(
+            ok(
+                "tune",
+                data,
+                "--label",
+                "label",
+                "--space",
+                space,
+                "--sampler",
+                sampler,
+                "--trials",
+                budget,
+                "--seed",
+                "1",
+                "--study",
+                f"{sampler}-{budget}",
+                "--storage",
+                tmp_path / f"{sampler}-{budget}.journal",
+                "--out",
+                tmp_path / f"run-{sampler}-{budget}",
+                "--quiet",
+                "--json",
+            )
+        )
+        counts = summary["study"]["trials"]
+        ran = counts["complete"] + counts["pruned"] + counts["fail"]
+        # Grid search runs each of its combinations once, at most the budget.
+        assert ran == budget if sampler != "grid" else 1 <= ran <= budget
+        points = summary["anytime"]["points"]
+        assert [p["trial"] for p in points] == sorted(p["trial"] for p in points)
+        assert len(points) == ran and all(p["seconds"] is not None for p in points)
+        bests = [p["best"] for p in points if p["best"] is not None]
+        assert bests == sorted(bests)  # a best-so-far curve never falls (maximised)
+        assert bests[-1] == pytest.approx(summary["best"]["value"])
+        assert summary["anytime"]["last_third"]["trials"] == ran
