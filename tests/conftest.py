@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import os
 import socket
 import threading
@@ -198,6 +199,24 @@ def write_planted(path: Path, n: int = 300, seed: int = 0) -> Path:
     frame["label"] = y[order]
     frame.to_csv(path, index=False)
     return path
+
+
+def planted_folder(tmp_path: Path, monkeypatch, n: int) -> Path:
+    """``tmp_path`` as the working folder, with planted.csv (``n`` rows) and
+    space.toml (FAST_SPACE), for :func:`tune_planted`."""
+    monkeypatch.chdir(tmp_path)
+    write_planted(tmp_path / "planted.csv", n=n)
+    (tmp_path / "space.toml").write_text(FAST_SPACE)
+    return tmp_path
+
+
+def tune_planted(*extra) -> dict:
+    """``anomtune tune`` on a :func:`planted_folder`: its JSON summary."""
+    out = ok(
+        "tune", "planted.csv", "--label", "label", "--space", "space.toml",
+        "--quiet", "--json", *extra,
+    )  # fmt: skip
+    return json.loads(out)
 
 
 def run(*args) -> tuple[int, str, str]:

@@ -9,7 +9,7 @@ import onnxruntime as ort
 import pandas as pd
 import pytest
 import torch
-from conftest import FAST_SPACE, ok, refused, write_planted
+from conftest import ok, planted_folder, refused, tune_planted, write_planted
 from sklearn.neighbors import NearestNeighbors
 
 from anomtune.ensemble import (
@@ -24,18 +24,11 @@ from anomtune.ensemble import (
 
 @pytest.fixture()
 def workdir(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    write_planted(tmp_path / "planted.csv", n=600)
-    (tmp_path / "space.toml").write_text(FAST_SPACE)
-    return tmp_path
+    return planted_folder(tmp_path, monkeypatch, n=600)
 
 
 def tune(*extra: str) -> dict:
-    out = ok(
-        "tune", "planted.csv", "--label", "label", "--space", "space.toml", "--trials", "6",
-        "--quiet", "--json", *extra,
-    )  # fmt: skip
-    return json.loads(out)
+    return tune_planted("--trials", "6", *extra)
 
 
 def _fitted(seed: int, n: int = 400):

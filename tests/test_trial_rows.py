@@ -6,7 +6,7 @@ import json
 
 import numpy as np
 import pytest
-from conftest import FAST_SPACE, ok, refused, write_planted
+from conftest import planted_folder, refused, tune_planted, write_planted
 
 from anomtune.data import subsample
 from anomtune.tuning.config import TRIAL_ROWS, TuneConfig
@@ -14,18 +14,11 @@ from anomtune.tuning.config import TRIAL_ROWS, TuneConfig
 
 @pytest.fixture()
 def workdir(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    write_planted(tmp_path / "planted.csv", n=2000)
-    (tmp_path / "space.toml").write_text(FAST_SPACE)
-    return tmp_path
+    return planted_folder(tmp_path, monkeypatch, n=2000)
 
 
 def tune(*extra: str) -> dict:
-    out = ok(
-        "tune", "planted.csv", "--label", "label", "--space", "space.toml", "--trials", "3",
-        "--quiet", "--json", *extra,
-    )  # fmt: skip
-    return json.loads(out)
+    return tune_planted("--trials", "3", *extra)
 
 
 # -- the parts ------------------------------------------------------------------------
