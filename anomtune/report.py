@@ -490,7 +490,7 @@ def _histogram(ax, scores, labels, threshold: float) -> None:
         ax.hist(scores[labels == 0], bins=bins, color=_NORMAL, alpha=0.6, label="normal")
         ax.hist(scores[labels == 1], bins=bins, color=_ANOMALY, alpha=0.6, label="anomaly")
     ax.axvline(threshold, color="black", linestyle="--", linewidth=1, label="threshold")
-    ax.set_xlabel("anomaly score (reconstruction error)")
+    ax.set_xlabel("anomaly score")
     ax.set_ylabel("rows")
     ax.set_title("Score histogram")
     ax.legend(loc="upper right", fontsize=8)
