@@ -294,10 +294,6 @@ class Ensemble:
         self.threshold_rule_ = rule
         return self
 
-    def predict(self, X) -> np.ndarray:
-        """-1 for anomalies (score above ``threshold_``), +1 for normal rows."""
-        return np.where(self.anomaly_score(X) > self.threshold_, -1, 1)
-
     def describe(self) -> list[dict]:
         """What summary.json and the graph's metadata record of each member."""
         out = []
