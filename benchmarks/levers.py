@@ -66,7 +66,16 @@ from sklearn.neighbors import NearestNeighbors
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from adbench import LABEL, load, to_frame
-from quality import Results, log, markdown, parse_ints, protocol_split, select_datasets, versions
+from quality import (
+    Results,
+    log,
+    markdown,
+    parse_ints,
+    protocol_arguments,
+    protocol_split,
+    select_datasets,
+    versions,
+)
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_OUT = HERE / "results" / "levers.csv"
@@ -537,10 +546,7 @@ def rescore(results: Results, scores_dir: Path, seeds: list[int]) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("datasets_root", type=Path, help="the shared datasets folder")
-    parser.add_argument("--datasets", help="comma-separated names (default: all small enough)")
-    parser.add_argument("--max-rows", type=int, default=12_000)
-    parser.add_argument("--seeds", default="0,1,2")
+    protocol_arguments(parser)
     parser.add_argument("--trials", type=int, default=TRIALS)
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     parser.add_argument("--quality", type=Path, default=QUALITY, help="rows of zoo and anomtune")

@@ -182,6 +182,14 @@ def select_datasets(root: str | Path, names: str | None, max_rows: int) -> list[
     return sorted(chosen, key=lambda r: int(r["rows"]))
 
 
+def protocol_arguments(parser: argparse.ArgumentParser) -> None:
+    """The arguments every benchmark of the protocol's small sets takes."""
+    parser.add_argument("datasets_root", type=Path, help="the shared datasets folder")
+    parser.add_argument("--datasets", help="comma-separated names (default: all small enough)")
+    parser.add_argument("--max-rows", type=int, default=12_000, help="default: 12000")
+    parser.add_argument("--seeds", default="0,1,2", help="default: 0,1,2")
+
+
 def parse_ints(text: str) -> list[int]:
     return [int(v) for v in text.split(",") if v.strip()]
 
@@ -902,10 +910,7 @@ def run_dataset(
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("datasets_root", type=Path, help="the shared datasets folder")
-    parser.add_argument("--datasets", help="comma-separated names (default: all small enough)")
-    parser.add_argument("--max-rows", type=int, default=12_000, help="default: 12000")
-    parser.add_argument("--seeds", default="0,1,2", help="default: 0,1,2")
+    protocol_arguments(parser)
     parser.add_argument("--trials", type=int, default=30, help="trials per tuning run")
     parser.add_argument("--workers", type=int, help="passed to anomtune tune")
     parser.add_argument("--timeout", type=float, help="passed to anomtune tune (seconds)")

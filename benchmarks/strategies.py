@@ -50,6 +50,7 @@ from quality import (
     log,
     markdown,
     parse_ints,
+    protocol_arguments,
     run_tune,
     select_datasets,
     shown_command,
@@ -329,10 +330,7 @@ def plot(curves: Results, seeds: list[int], out: Path) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("datasets_root", type=Path, help="the shared datasets folder")
-    parser.add_argument("--datasets", help="comma-separated names (default: all small enough)")
-    parser.add_argument("--max-rows", type=int, default=12_000)
-    parser.add_argument("--seeds", default="0,1,2")
+    protocol_arguments(parser)
     parser.add_argument("--samplers", default=",".join(STRATEGIES))
     parser.add_argument("--budgets", default=BUDGETS, help=f"default: {BUDGETS}")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
