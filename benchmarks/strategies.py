@@ -61,6 +61,8 @@ HERE = Path(__file__).resolve().parent
 DEFAULT_OUT = HERE / "results" / "strategies.csv"
 DEFAULT_CURVES = HERE / "results" / "strategies_curves.csv"
 STRATEGIES = ("grid", "random", "tpe", "gp", "cmaes", "qmc")
+#: Besides the six: ``NAME:N`` is sampler NAME with ``--startup-trials N``.
+SPEC_HELP = "comma-separated; tpe:5 is tpe with --startup-trials 5"
 BUDGETS = "10,30,100"
 BASELINE = "tpe"
 COLUMNS = [
@@ -173,8 +175,11 @@ def run_strategy(info, seed, sampler, budget, args, results, curves, tmp, base) 
     csv_path = tmp / f"{name}.csv"
     if not csv_path.exists():
         to_frame(X, y).to_csv(csv_path, index=False)
-    study = f"{name}-s{seed}-{sampler}-{study_budget}-{os.getpid()}"
-    extra = ["--sampler", sampler, "--ensemble", "1"]
+    study = f"{name}-s{seed}-{sampler.replace(':', '_')}-{study_budget}-{os.getpid()}"
+    base_sampler, _, startup = sampler.partition(":")
+    extra = ["--sampler", base_sampler, "--ensemble", "1"]
+    if startup:
+        extra += ["--startup-trials", startup]
     if sampler == "grid":
         space = tmp / f"grid-{budget}.toml"
         space.write_text(grid_space(budget))
@@ -197,7 +202,7 @@ def run_strategy(info, seed, sampler, budget, args, results, curves, tmp, base) 
         row["study_seconds"] = round(wall, 3)
         counts = summary["study"]["trials"]
         row.update(trials_complete=counts["complete"], trials_pruned=counts["pruned"])
-        curve = refit_curve(csv_path, tmp / f"{study}.journal", study, seed, sampler)
+        curve = refit_curve(csv_path, tmp / f"{study}.journal", study, seed, base_sampler)
     except (RuntimeError, OSError) as exc:
         for b in [budget] if sampler == "grid" else args.budget_list:
             results.add({**row, "budget": b, "error": str(exc)[:500]})
@@ -223,6 +228,16 @@ def run_strategy(info, seed, sampler, budget, args, results, curves, tmp, base) 
 
 
 # -- report ----------------------------------------------------------------------------
+
+
+def ordered(samplers) -> list[str]:
+    """The six strategies in :data:`STRATEGIES` order, each followed by its startup variants."""
+
+    def key(spec: str):
+        name, _, startup = spec.partition(":")
+        return STRATEGIES.index(name), int(startup or 0)
+
+    return sorted(set(samplers), key=key)
 
 
 def report(results: Results, curves: Results, seeds: list[int], budgets: list[int]) -> None:
@@ -259,9 +274,7 @@ def report(results: Results, curves: Results, seeds: list[int], budgets: list[in
                 ties = sum(means[o][d] == means[s][d] for o in order)
                 ranks[s].append(better + (ties + 1) / 2)
         table = []
-        for s in STRATEGIES:
-            if s not in means:
-                continue
+        for s in ordered(means):
             wlt = ""
             if BASELINE in means and s != BASELINE:
                 w = sum(means[s][d] > means[BASELINE][d] for d in common)
@@ -308,10 +321,7 @@ def plot(curves: Results, seeds: list[int], out: Path) -> None:
     if not runs:
         return
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
-    for sampler in STRATEGIES:
-        mine = [v for k, v in runs.items() if k[0] == sampler]
-        if not mine:
-            continue
+    for sampler in ordered(k[0] for k in runs):
         longest = max(int(k[3]) for k in runs if k[0] == sampler)
         mine = [v for k, v in runs.items() if k[0] == sampler and int(k[3]) == longest]
         n = min(len(v) for v in mine)
@@ -331,7 +341,7 @@ def plot(curves: Results, seeds: list[int], out: Path) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     protocol_arguments(parser)
-    parser.add_argument("--samplers", default=",".join(STRATEGIES))
+    parser.add_argument("--samplers", default=",".join(STRATEGIES), help=SPEC_HELP)
     parser.add_argument("--budgets", default=BUDGETS, help=f"default: {BUDGETS}")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     parser.add_argument("--curves", type=Path, default=DEFAULT_CURVES)
@@ -345,7 +355,7 @@ def main(argv: list[str] | None = None) -> None:
     seeds = parse_ints(args.seeds)
     if not args.report_only:
         samplers = [s for s in args.samplers.split(",") if s]
-        unknown = set(samplers) - set(STRATEGIES)
+        unknown = {s for s in samplers if s.partition(":")[0] not in STRATEGIES}
         if unknown:
             raise SystemExit(f"unknown sampler(s): {', '.join(sorted(unknown))}")
         chosen = select_datasets(args.datasets_root, args.datasets, args.max_rows)

@@ -110,6 +110,13 @@ def _trial_progress(hidden: bool) -> Progress:
     default="tpe",
     help="Search strategy: TPE, random, grid, Gaussian-process BO, CMA-ES or quasi-Monte Carlo.",
 )
+@click.option(
+    "--startup-trials",
+    type=click.IntRange(min=1),
+    metavar="N",
+    help="Random trials that tpe, gp or cmaes run before they model the results.  "
+    "[default: 10 for tpe and gp, 5 for cmaes]",
+)
 @choice_option(
     "--pruner",
     "anomtune.tuning.config:PRUNERS",
@@ -191,6 +198,7 @@ def tune_command(
     objectives,
     tolerance,
     sampler,
+    startup_trials,
     pruner,
     trials,
     timeout,
@@ -263,6 +271,7 @@ def tune_command(
             objectives=split_names((objectives,)) if objectives else None,
             tolerance=tolerance,
             sampler=sampler,
+            startup_trials=startup_trials,
             pruner=pruner,
             trials=trials,
             timeout=timeout,

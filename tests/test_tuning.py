@@ -101,6 +101,30 @@ def test_grid_runs_every_combination_once(workdir, capsys):
     assert len(pd.read_csv(workdir / "runs" / "planted" / "trials.csv")) == expected
 
 
+def test_startup_trials_are_the_random_trials_of_the_same_seed(workdir, capsys):
+    """TPE's startup trials are random search's trials; --startup-trials sets how many."""
+
+    def params(sampler: str, *extra: str) -> tuple[dict, list[dict]]:
+        name = f"{sampler}{''.join(extra)}"
+        args = ["--sampler", sampler, "--trials", "4", "--ensemble", "1", "--study", name]
+        code, out, err = run_cli(tune_args(*args, *extra, "--json"), capsys)
+        assert code == 0, err
+        trials = pd.read_csv(workdir / "runs" / name / "trials.csv")
+        combos = trials.sort_values("number").filter(like="params_")
+        # A parameter a trial does not have is empty (its column comes from another trial).
+        return json.loads(out)["study"], [r.dropna().to_dict() for _, r in combos.iterrows()]
+
+    random_study, random_trials = params("random")
+    tpe_study, tpe_trials = params("tpe")
+    short_study, short_trials = params("tpe", "--startup-trials", "2")
+    assert random_study["startup_trials"] is None
+    assert tpe_study["startup_trials"] == 10 and short_study["startup_trials"] == 2
+    # All four are within TPE's 10 default startup trials.
+    assert tpe_trials == random_trials
+    assert short_trials[:2] == random_trials[:2]
+    assert short_trials[2:] != random_trials[2:]
+
+
 def test_run_folder_contents_and_refit_check(workdir, capsys):
     code, _, err = run_cli(tune_args("--trials", "4", "--seed", "3", "--json"), capsys)
     assert code == 0, err
@@ -353,6 +377,8 @@ def test_bad_options_are_one_line_errors(workdir, capsys):
         (["--sampler", "annealing"], "annealing"),
         (["--objectives", "auc-pr,color"], "--objectives"),
         (["--storage", "nosuchdb://x"], "cannot open storage"),
+        (["--sampler", "random", "--startup-trials", "5"], "--startup-trials applies to"),
+        (["--startup-trials", "0"], "--startup-trials"),
     ]:
         code, _, err = run_cli(["tune", "planted.csv", "--label", "label", *args], capsys)
         assert code == 2, args

@@ -55,6 +55,7 @@ class TuneConfig(ReadOptions):
     objectives: list[str] | None = None
     tolerance: float = 0.005
     sampler: str = "tpe"
+    startup_trials: int | None = None
     pruner: str = DEFAULT_PRUNER
     trials: int = 30
     timeout: float | None = None
@@ -109,6 +110,23 @@ class TuneConfig(ReadOptions):
     def check(self) -> None:
         if self.sampler not in SAMPLERS:
             raise ConfigError(f"sampler must be one of {', '.join(SAMPLERS)}, not {self.sampler!r}")
+        if self.startup_trials is not None:
+            from anomtune.tuning.factories import STARTUP_TRIALS
+
+            if self.sampler not in STARTUP_TRIALS:
+                raise ConfigError(
+                    f"--startup-trials applies to the samplers that model earlier trials "
+                    f"({', '.join(STARTUP_TRIALS)}), not {self.sampler}; drop it"
+                )
+            if (
+                isinstance(self.startup_trials, bool)
+                or not isinstance(self.startup_trials, int)
+                or self.startup_trials < 1
+            ):
+                raise ConfigError(
+                    f"--startup-trials must be a whole number of at least 1, "
+                    f"not {self.startup_trials!r}"
+                )
         if self.pruner not in PRUNERS:
             raise ConfigError(f"pruner must be one of {', '.join(PRUNERS)}, not {self.pruner!r}")
         if self.metric not in METRICS:

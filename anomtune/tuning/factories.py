@@ -6,14 +6,35 @@ import warnings
 
 from anomtune.space import SearchSpace
 
-__all__ = ["make_pruner", "make_sampler", "max_epochs", "pruner_settings"]
+__all__ = [
+    "STARTUP_TRIALS",
+    "make_pruner",
+    "make_sampler",
+    "max_epochs",
+    "pruner_settings",
+    "startup_trials",
+]
 
 
-def make_sampler(name: str, seed: int):
-    """The Optuna sampler called ``name``, seeded."""
+#: Random trials each model-based sampler runs before it models the results.
+STARTUP_TRIALS = {"tpe": 10, "gp": 10, "cmaes": 5}
+
+
+def startup_trials(name: str, requested: int | None = None) -> int | None:
+    """The startup trials of sampler ``name``: ``requested``, else its default
+    (None for the samplers that do not model earlier trials)."""
+    if name not in STARTUP_TRIALS:
+        return None
+    return STARTUP_TRIALS[name] if requested is None else requested
+
+
+def make_sampler(name: str, seed: int, startup: int | None = None):
+    """The Optuna sampler called ``name``, seeded, with ``startup`` random trials
+    first (its :data:`STARTUP_TRIALS` default when None)."""
     import optuna
 
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    n_startup = startup_trials(name, startup)
     if name in ("random", "grid"):
         # Grid combinations are enqueued; random sampling only fills any gap.
         return optuna.samplers.RandomSampler(seed=seed)
@@ -22,16 +43,16 @@ def make_sampler(name: str, seed: int):
             seed=seed,
             multivariate=True,
             group=True,
-            n_startup_trials=10,
+            n_startup_trials=n_startup,
         )
     if name == "gp":
         return optuna.samplers.GPSampler(
-            seed=seed, n_startup_trials=10, warn_independent_sampling=False
+            seed=seed, n_startup_trials=n_startup, warn_independent_sampling=False
         )
     if name == "cmaes":
         return optuna.samplers.CmaEsSampler(
             seed=seed,
-            n_startup_trials=5,
+            n_startup_trials=n_startup,
             warn_independent_sampling=False,
             independent_sampler=optuna.samplers.TPESampler(seed=seed),
         )

@@ -27,7 +27,13 @@ from anomtune.run import RunFolder, RunSummary
 from anomtune.space import SearchSpace, default_space, load_space
 from anomtune.tuning.anytime import anytime
 from anomtune.tuning.config import SPACE_HEADER, TuneConfig
-from anomtune.tuning.factories import make_pruner, make_sampler, max_epochs, pruner_settings
+from anomtune.tuning.factories import (
+    make_pruner,
+    make_sampler,
+    max_epochs,
+    pruner_settings,
+    startup_trials,
+)
 from anomtune.tuning.objective import Interrupt, Objective
 from anomtune.tuning.refit import Refit, refit_best, select_best, select_members
 from anomtune.tuning.storage import count_states, fail_orphaned_trials, fail_reason, open_storage
@@ -153,7 +159,7 @@ def run_study(
     try:
         if config.workers == 1 or n_trials <= 1:
             if n_trials:
-                study.sampler = make_sampler(config.sampler, config.seed)
+                study.sampler = make_sampler(config.sampler, config.seed, config.startup_trials)
                 study.pruner = make_pruner(
                     config.pruner, cv=bool(config.cv), epochs=max_epochs(space)
                 )
@@ -230,6 +236,7 @@ def _summary(config, study, table, prepared, space, storage_label, resumed, argv
             "name": study.study_name,
             "storage": storage_label,
             "sampler": config.sampler,
+            "startup_trials": startup_trials(config.sampler, config.startup_trials),
             "pruner": "wilcoxon (folds)"
             if config.cv and config.pruner != "none"
             else config.pruner,
@@ -512,7 +519,7 @@ def _worker_main(config_dict: dict, n_trials: int, worker_index: int, threads: i
     study = optuna.load_study(
         study_name=config.study,
         storage=storage,
-        sampler=make_sampler(config.sampler, config.seed + worker_index),
+        sampler=make_sampler(config.sampler, config.seed + worker_index, config.startup_trials),
         pruner=make_pruner(config.pruner, cv=bool(config.cv), epochs=max_epochs(space)),
     )
     with contextlib.suppress(KeyboardInterrupt), Interrupt.deferred():
