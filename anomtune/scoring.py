@@ -7,6 +7,7 @@ and nothing of torch, Optuna or scikit-learn.
 from __future__ import annotations
 
 import json
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -62,6 +63,8 @@ class Scorer:
         #: Threads that score slices of a large input at the same time.
         self.threads = max(1, int(threads))
         self._pool = None
+        # Requests served on several threads share one pool.
+        self._pool_lock = threading.Lock()
         # Each session call runs on its calling thread: with several threads,
         # large inputs are cut into slices scored side by side (onnxruntime
         # sessions are safe to run concurrently), which for these small
@@ -189,11 +192,12 @@ class Scorer:
         return score, errors, label
 
     def _slice_pool(self):
-        if self._pool is None:
-            from concurrent.futures import ThreadPoolExecutor
+        with self._pool_lock:
+            if self._pool is None:
+                from concurrent.futures import ThreadPoolExecutor
 
-            self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="anomtune-score")
-        return self._pool
+                self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="anomtune-score")
+            return self._pool
 
 
 def slice_rows(width: int) -> int:
