@@ -445,6 +445,12 @@ class AutoencoderDetector(OutlierMixin, BaseEstimator):
         self.net_.load_state_dict(state)
         self.module_.eval()
         self.n_epochs_ = int(epoch)
+        return self.settle(X)
+
+    def settle(self, X) -> AutoencoderDetector:
+        """Recompute what fit derives from the training rows ``X`` (the unseen-value
+        weight and the contamination threshold) for the current weights: for a
+        network trained on a sample of ``X``, the figures of all of it."""
         self._settle(validate_data(self, X, dtype=np.float32, reset=False))
         return self
 

@@ -29,6 +29,7 @@ __all__ = [
     "prepare",
     "report",
     "split_table",
+    "validation_threshold",
 ]
 
 
@@ -160,6 +161,12 @@ def fit_detector(
     detector.fit(X_train, epoch_callback=epoch_callback)
     if kept and kept["epoch"] != detector.n_epochs_:
         detector.restore(kept["state"], X_train, epoch=kept["epoch"])
+    return validation_threshold(detector, prepared)
+
+
+def validation_threshold(detector: AutoencoderDetector, prepared: Prepared):
+    """With labels, set ``detector``'s threshold to the one that maximises F1 on
+    ``prepared``'s validation rows; without, it stays the training-score quantile."""
     _, y_val = prepared.rows("val")
     if y_val is not None:
         scores = prepared.scores(detector, "val")

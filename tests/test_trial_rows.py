@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -71,6 +72,58 @@ def test_fit_detector_keeps_the_weights_of_its_best_epoch(tmp_path):
     assert np.allclose(again.anomaly_score(X_val), detector.anomaly_score(X_val), rtol=1e-5)
 
 
+def test_the_model_keeps_the_refit_or_the_trials_network_whichever_is_better():
+    """After sampled trials, each network is the refit on every row or the trial's own
+    (rebuilt on its sample), whichever has the better value on every validation row."""
+    import optuna
+
+    from anomtune.metrics import auc_roc
+    from anomtune.pipeline import fit_detector
+    from anomtune.tuning.objective import EpochTracker, Objective
+    from anomtune.tuning.refit import _refit_trial
+    from anomtune.tuning.study import _build, trial_view
+
+    cardio = Path(__file__).resolve().parents[1] / "datasets" / "cardio.csv"
+    config = TuneConfig(data=str(cardio), label="is_anomaly", trial_rows=200)
+    _, prepared, space = _build(config)
+    view, record = trial_view(config, prepared)
+    assert record["sampled"]
+    objective = Objective(config, view, space)
+    X_train, _ = prepared.rows("train")
+    X_val, y_val = prepared.rows("val")
+    fixed = {
+        "variant": "ae", "n_layers": 1, "width": 32, "shrink": 0.5, "latent_dim": 2,
+        "activation": "relu", "dropout": 0.0, "batch_norm": False, "scaler": "standard",
+        "optimizer": "adam", "weight_decay": 1e-5, "batch_size": 64, "epochs": 6,
+    }  # fmt: skip
+    # On cardio, with these parameters, more optimiser steps help at a high learning
+    # rate and hurt at a low one: one network of each kind.
+    kept = []
+    for rate in (0.03, 0.0003):
+        params = {**fixed, "learning_rate": rate}
+        trial_space = space.with_overrides({k: {"value": v} for k, v in params.items()})
+        trial = optuna.trial.create_trial(
+            params={}, distributions={}, value=0.0, user_attrs={"seed": 7, "best_epoch": 6}
+        )
+        fit = _refit_trial(trial, config, prepared, trial_space, objective)
+        full = trial_space.sample(optuna.trial.FixedTrial({}))
+        tracker = EpochTracker(
+            objective.validation_on(prepared), None, maximize=True, patience=10, report=False
+        )
+        fit_detector(prepared, full, seed=7, keep_best=tracker)
+        own = fit_detector(view, full, seed=7)
+        own_value = auc_roc(y_val, own.anomaly_score(X_val))
+        chosen = auc_roc(y_val, fit.detector.anomaly_score(X_val))
+        assert chosen == pytest.approx(max(tracker.best, own_value), abs=1e-9), rate
+        assert fit.kept == ("trial" if own_value > tracker.best else "refit")
+        kept.append(fit.kept)
+        assert fit.epochs_run == 6 and fit.sample_epochs == 6
+        # Its training figures are those of every training row.
+        scores = fit.detector.anomaly_score(X_train)
+        assert fit.detector.max_train_score_ == pytest.approx(float(scores.max()))
+    assert kept == ["refit", "trial"]
+
+
 def test_prepared_sampled_leaves_a_small_table_alone_and_samples_a_large_one(tmp_path):
     from anomtune.data import read_table
     from anomtune.pipeline import prepare
@@ -114,15 +167,29 @@ def test_trials_train_on_the_sample_and_the_refit_on_every_row(workdir):
     assert trials["of_train_rows"] == refit["train_rows"] == 1080
     assert trials["of_val_rows"] == summary["split"]["rows"]["val"] == 400
     # The refit trains on every row for at most the trial's best epoch count
-    # and keeps its best epoch on every validation row.
+    # and keeps its best epoch on every validation row, or the trial's own
+    # network (its best epoch count) is kept.
     best_epoch = summary["refit"]["trial_best_epoch"]
-    assert 1 <= refit["epochs"] <= refit["epochs_run"] <= best_epoch
+    assert 1 <= refit["epochs_run"] <= best_epoch
+    kept = summary["refit"]["kept"]
+    assert kept in ("refit", "trial")
+    if kept == "refit":
+        assert 1 <= refit["epochs"] <= refit["epochs_run"]
+    else:
+        assert refit["epochs"] == best_epoch
     assert refit["rows_seen"] == refit["epochs_run"] * refit["train_rows"]
     assert summary["best"]["params"]["epochs"] == refit["epochs"]
-    # The refits of the ensemble's other trials count too.
+    assert {m["kept"] for m in summary["ensemble"]["members"]} <= {"refit", "trial"}
+    # The refits of the ensemble's other trials count too, and so do the trials'
+    # networks rebuilt on the sample to compare with them.
     members = refit.get("member_epochs_run", 0) * refit["train_rows"]
+    rebuilt = refit["sample_epochs_run"] * trials["train_rows"]
+    assert refit["sample_epochs_run"] >= best_epoch
     assert fidelity["rows_trained"] == (
-        summary["study"]["epochs_trained"] * trials["train_rows"] + refit["rows_seen"] + members
+        summary["study"]["epochs_trained"] * trials["train_rows"]
+        + refit["rows_seen"]
+        + members
+        + rebuilt
     )
     # The refit is checked on every validation row, and says why it differs.
     assert "sampled" in summary["refit"]["note"] and "matches" not in summary["refit"]

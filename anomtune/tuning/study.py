@@ -288,7 +288,8 @@ def _fidelity(trials: dict, epochs_trained: int, refit: Refit | None) -> dict:
         "rule": "each trial trains on at most trial_rows training rows and is scored on at "
         "most trial_rows validation rows (seeded samples keeping the anomalies' share); "
         "the best trial is refitted on every training row for at most its best epoch "
-        "count, scored on every validation row after each epoch, keeping its best epoch",
+        "count, scored on every validation row after each epoch, keeping its best epoch; "
+        "the trial's own network is kept instead when it is better on every validation row",
         # Trials that stop early count their epochs; cross-validated trials count
         # passes over each fold's rows as passes over the trial rows.
         "rows_trained": epochs_trained * trials["train_rows"],
@@ -306,6 +307,10 @@ def _fidelity(trials: dict, epochs_trained: int, refit: Refit | None) -> dict:
             # The refits of the ensemble's other trials, on every training row.
             out["refit"]["member_epochs_run"] = refit.member_epochs_run
             out["rows_trained"] += refit.member_epochs_run * refit.train_rows
+        if refit.sample_epochs_run:
+            # The trials' own networks, rebuilt on their samples to compare with the refits.
+            out["refit"]["sample_epochs_run"] = refit.sample_epochs_run
+            out["rows_trained"] += refit.sample_epochs_run * refit.trial_rows
     return out
 
 
