@@ -679,6 +679,9 @@ def _summary_section(run: _Run) -> str:
         ensemble = s.get("ensemble")
         if ensemble:
             objective = _esc(_objective_label(s))
+            # After sampled trials: whether each network is the refit or the trial's own.
+            kept = {"refit": "every training row", "trial": "the trial's sample"}
+            sampled = any("kept" in m for m in ensemble["members"])
             parts += [
                 f'<h3 id="ensemble">The model: the mean of {len(ensemble["members"])} '
                 "(trial, score) pairs</h3>",
@@ -690,10 +693,18 @@ def _summary_section(run: _Run) -> str:
                             _num(m["value"]),
                             _esc(m["variant"]),
                             _num(m["scale"], 4),
+                            *([_esc(kept.get(m.get("kept"), "-"))] if sampled else []),
                         )
                         for m in ensemble["members"]
                     ],
-                    header=("trial", "score", f"validation {objective}", "variant", "spread"),
+                    header=(
+                        "trial",
+                        "score",
+                        f"validation {objective}",
+                        "variant",
+                        "spread",
+                        *(["network trained on"] if sampled else []),
+                    ),
                 ),
                 _note(
                     f"Validation {objective} of the ensemble: {_num(ensemble['val_value'])}. "

@@ -368,10 +368,17 @@ def _print_summary(summary: dict, out) -> None:
         return
     refit = (summary.get("fidelity") or {}).get("refit")
     if trials.get("sampled") and refit:
-        click.echo(
-            f"the best trial was refitted on all {refit['train_rows']:,} training rows "
-            f"(kept epoch {refit['epochs']} of {refit['epochs_run']} on every validation row)"
-        )
+        refitted = f"the best trial was refitted on all {refit['train_rows']:,} training rows"
+        if (summary.get("refit") or {}).get("kept") == "trial":
+            click.echo(
+                f"{refitted}, but its own network (on the sample, {refit['epochs']} epochs) "
+                "is better on every validation row and is kept"
+            )
+        else:
+            click.echo(
+                f"{refitted} (kept epoch {refit['epochs']} of {refit['epochs_run']} "
+                "on every validation row)"
+            )
     objective = study["objectives"][0]
     click.echo(f"best trial #{best['number']} ({objective} {metric_text(best['value'])}):")
     print_fields(dict(sorted(best["params"].items())), format=param_text)

@@ -158,7 +158,7 @@ def test_the_default_is_the_documented_one():
 
 
 def test_trials_train_on_the_sample_and_the_refit_on_every_row(workdir):
-    summary = tune("--trial-rows", "300", "--study", "sampled")
+    summary = tune("--trial-rows", "300", "--study", "sampled", "--report", "sampled.html")
     fidelity = summary["fidelity"]
     trials, refit = fidelity["trials"], fidelity["refit"]
     assert trials["sampled"] is True and trials["rows_limit"] == 300
@@ -180,6 +180,10 @@ def test_trials_train_on_the_sample_and_the_refit_on_every_row(workdir):
     assert refit["rows_seen"] == refit["epochs_run"] * refit["train_rows"]
     assert summary["best"]["params"]["epochs"] == refit["epochs"]
     assert {m["kept"] for m in summary["ensemble"]["members"]} <= {"refit", "trial"}
+    # The report says which rows each member's network trained on.
+    html = (workdir / "sampled.html").read_text()
+    assert "network trained on" in html
+    assert ("every training row" in html) or ("the trial&#x27;s sample" in html)
     # The refits of the ensemble's other trials count too, and so do the trials'
     # networks rebuilt on the sample to compare with them.
     members = refit.get("member_epochs_run", 0) * refit["train_rows"]
