@@ -49,6 +49,18 @@ DATASETS = ("cover", "http", "celeba")
 SIZES = "10000,20000,50000,200000,all"
 #: Extra ``anomtune tune`` options of each method.
 METHODS = {"default": [], "previous": ["--trial-rows", "all"]}
+
+
+def method_options(method: str) -> list[str]:
+    """The tune options of ``method``: one of :data:`METHODS`, or ``rows-N``
+    (``--trial-rows N``)."""
+    if method in METHODS:
+        return METHODS[method]
+    if method.startswith("rows-") and method[5:].isdigit():
+        return ["--trial-rows", method[5:]]
+    raise SystemExit(f"unknown method: {method} (one of {', '.join(METHODS)}, or rows-N)")
+
+
 REFERENCE_SIZE = 20_000
 COLUMNS = [
     "dataset",
@@ -159,7 +171,7 @@ def run_one(task: dict, results: Results, workdir: Path, base: dict) -> None:
             trials=task["trials"],
             workdir=workdir,
             study=study,
-            extra=METHODS[method],
+            extra=method_options(method),
         )
     except RuntimeError as exc:
         log(f"{study}: {exc}")
@@ -196,7 +208,7 @@ def report(results: Results, seed: int) -> None:
     table = []
     for name in names:
         for size in sizes:
-            for method in METHODS:
+            for method in dict.fromkeys([*METHODS, *(r["method"] for r in rows)]):
                 r = by.get((name, size, method))
                 if r is None:
                     continue
@@ -295,9 +307,8 @@ def main(argv: list[str] | None = None) -> None:
     print(machine_line(info, ("anomtune", "torch", "optuna")))
     if not args.report_only:
         methods = [m for m in args.methods.split(",") if m]
-        unknown = set(methods) - set(METHODS)
-        if unknown:
-            raise SystemExit(f"unknown method(s): {', '.join(sorted(unknown))}")
+        for method in methods:
+            method_options(method)
         args.cache.mkdir(parents=True, exist_ok=True)
         base = {**info, "commit": commit(), "bench_command": shlex.join(["python", *sys.argv])}
         tasks = []
