@@ -142,8 +142,9 @@ def _trial_progress(hidden: bool) -> Progress:
     help="Each trial trains on at most N training rows and is scored on at most N "
     "validation rows (seeded samples that keep the anomalies' share); the best trial "
     "is then refitted on every training row, keeping its best epoch on every validation "
-    "row. Tables whose parts "
-    "fit are not sampled; 'all' trains every trial on every row.  [default: 16384]",
+    "row, or its own network if that is better there. Tables whose parts fit are not "
+    "sampled; 'all' trains every trial on every row (on celeba, 202,599 x 39, 0.012 "
+    "higher test AUC-ROC at about 5x the time).  [default: 16384]",
 )
 @click.option(
     "--ensemble",
