@@ -182,8 +182,12 @@ def test_trials_train_on_the_sample_and_the_refit_on_every_row(workdir):
     assert {m["kept"] for m in summary["ensemble"]["members"]} <= {"refit", "trial"}
     # The report says which rows each member's network trained on.
     html = (workdir / "sampled.html").read_text()
-    assert "network trained on" in html
-    assert ("every training row" in html) or ("the trial&#x27;s sample" in html)
+    members_table = html[html.index('id="ensemble"') :].split("</table>")[0]
+    assert "network trained on" in members_table
+    labels = {"refit": "every training row", "trial": "the trial&#x27;s sample"}
+    for member in summary["ensemble"]["members"]:
+        assert labels[member["kept"]] in members_table
+    assert members_table.count("<tr>") - 1 == len(summary["ensemble"]["members"])
     # The refits of the ensemble's other trials count too, and so do the trials'
     # networks rebuilt on the sample to compare with them.
     members = refit.get("member_epochs_run", 0) * refit["train_rows"]

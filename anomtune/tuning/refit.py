@@ -135,14 +135,16 @@ def _refit_trial(trial, config, prepared, space, objective) -> _Fit:
         int(detector.training_.epochs),
     )
     own = fit_detector(objective.prepared, refit_params, seed=seed)
-    own.settle(prepared.rows("train")[0])
-    validation_threshold(own, prepared)
     fit.sample_epochs = int(own.training_.epochs)
+    # The value reads the network alone, so the training figures and the
+    # threshold of every row are taken only for the network that is kept.
     refit_value, own_value = keep_best.best, evaluate(own)
     if own_value is not None and (
         refit_value is None
         or (own_value > refit_value if objective.labeled else own_value < refit_value)
     ):
+        own.settle(prepared.rows("train")[0])
+        validation_threshold(own, prepared)
         fit.detector, fit.kept = own, "trial"
         fit.params, fit.epochs = {**refit_params, "epochs": int(own.n_epochs_)}, int(own.n_epochs_)
     return fit
